@@ -1,0 +1,122 @@
+"""Datasets and padding collators for windows (sub-token inputs) and cached word features."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from bertprobe.alignment import EncodedWindow
+
+
+class WindowDataset(Dataset):
+    """Windows as sub-token inputs; item ``i`` also carries its own index for reassembly."""
+
+    def __init__(self, windows: Sequence[EncodedWindow]) -> None:
+        self.windows = list(windows)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        window = self.windows[index]
+        item: dict[str, object] = {
+            "input_ids": window.input_ids,
+            "word_positions": window.word_positions,
+            "labels": window.labels,
+            "window_index": index,
+        }
+        if window.token_type_ids is not None:
+            item["token_type_ids"] = window.token_type_ids
+        return item
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+class WindowCollator:
+    """Pads each batch to its own longest window (dynamic padding)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict[str, object]]) -> dict[str, torch.Tensor]:
+        input_ids = _pad([item["input_ids"] for item in items], self.pad_token_id)
+        lengths = torch.tensor([len(item["input_ids"]) for item in items])
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),
+            "word_positions": _pad([item["word_positions"] for item in items], 0),
+            "labels": _pad([item["labels"] for item in items], -100),
+            "window_index": torch.tensor([item["window_index"] for item in items]),
+        }
+        batch["word_mask"] = batch["labels"] != -100
+        if "token_type_ids" in items[0]:
+            batch["token_type_ids"] = _pad([item["token_type_ids"] for item in items], 0)
+        return batch
+
+
+class FeatureCollator:
+    """Pads cached word features ``[W, K, H]`` to ``[B, W_max, K, H]``."""
+
+    def __call__(self, items: list[dict[str, object]]) -> dict[str, torch.Tensor]:
+        features = [item["features"] for item in items]
+        width = max(f.shape[0] for f in features)
+        out = features[0].new_zeros((len(items), width, *features[0].shape[1:]))
+        for i, f in enumerate(features):
+            out[i, : f.shape[0]] = f
+        labels = _pad([item["labels"] for item in items], -100)
+        return {
+            "features": out,
+            "labels": labels,
+            "word_mask": labels != -100,
+            "window_index": torch.tensor([item["window_index"] for item in items]),
+        }
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Shuffled batches of similar-length examples, so dynamic padding wastes little.
+
+    Each epoch: shuffle all indices (seeded by ``seed`` and the epoch number), cut them
+    into pools of ``pool_batches`` batches, sort each pool by length, cut it into
+    batches and shuffle the batch order. ``shuffle=False`` gives batches in order of
+    decreasing length, for evaluation. Every index appears in exactly one batch.
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_batches = pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self.shuffle:
+            order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
+            yield from (order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size))
+            return
+        generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        pool = self.batch_size * self.pool_batches
+        batches: list[list[int]] = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: -self.lengths[i])
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        for i in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[i]

@@ -1,0 +1,224 @@
+"""The frozen-feature cache: run a frozen encoder over a split once, keep word vectors.
+
+Only each labelled word's first-sub-token vector is kept, for the requested layers, in
+half precision, in one memory-mapped ``.npy`` per split. A cache lives in
+
+    CACHE_DIR / <content key> / layers-<i>-<j>-... /
+
+where the *content key* hashes the encoder's weights and the exact model inputs (token
+ids, token types and word positions of every window: this covers the tokenizer, the data
+files, the context mode and the length limit). Any change there gives a new key, so a
+stale cache is never read. Strategies whose layers are a subset of a stored set reuse it.
+
+A build writes into a temporary folder that is renamed into place only when complete,
+so an interrupted build is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from bertprobe.alignment import EncodedWindow
+from bertprobe.batching import WindowCollator, WindowDataset
+from bertprobe.model import gather_words
+
+MANIFEST = "manifest.json"
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer, in name order: the encoder's identity."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def windows_digest(windows: Sequence[EncodedWindow]) -> str:
+    """SHA-256 over the model inputs and word positions of every window."""
+    digest = hashlib.sha256()
+    for window in windows:
+        digest.update(np.asarray(window.input_ids, dtype=np.int64).tobytes())
+        digest.update(b"|")
+        if window.token_type_ids is not None:
+            digest.update(np.asarray(window.token_type_ids, dtype=np.int64).tobytes())
+        digest.update(b"|")
+        digest.update(np.asarray(window.word_positions, dtype=np.int64).tobytes())
+        digest.update(b";")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedSplit:
+    """A complete cache of one split, memory-mapped."""
+
+    path: Path
+    layers: tuple[int, ...]
+    features: np.ndarray  # [total_words, K, H], float16, memory-mapped
+    offsets: np.ndarray  # [windows + 1], int64
+
+    def window(self, index: int, layer_slots: Sequence[int]) -> torch.Tensor:
+        rows = self.features[self.offsets[index] : self.offsets[index + 1]]
+        return torch.from_numpy(np.ascontiguousarray(rows[:, list(layer_slots)]))
+
+
+class FeatureCache:
+    """Finds or builds the cache of one split for one encoder and one set of layers."""
+
+    def __init__(self, cache_dir: str | Path, model_name: str, encoder_digest: str) -> None:
+        self.root = Path(cache_dir)
+        self.model_name = model_name
+        self.encoder_digest = encoder_digest
+
+    def key(self, windows: Sequence[EncodedWindow]) -> str:
+        text = json.dumps({"encoder": self.encoder_digest, "inputs": windows_digest(windows), "format": 1})
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def find(self, windows: Sequence[EncodedWindow], layers: Sequence[int]) -> CachedSplit | None:
+        """A complete cache holding every one of ``layers``, or None."""
+        folder = self.root / self.key(windows)
+        if not folder.is_dir():
+            return None
+        for candidate in sorted(folder.iterdir()):
+            manifest = candidate / MANIFEST
+            if candidate.name.startswith(".") or not manifest.is_file():
+                continue
+            stored = tuple(json.loads(manifest.read_text())["layers"])
+            if set(layers) <= set(stored):
+                return self._open(candidate, stored)
+        return None
+
+    @staticmethod
+    def _open(path: Path, layers: tuple[int, ...]) -> CachedSplit:
+        return CachedSplit(
+            path=path,
+            layers=layers,
+            features=np.load(path / "features.npy", mmap_mode="r"),
+            offsets=np.load(path / "offsets.npy"),
+        )
+
+    def build(
+        self,
+        windows: Sequence[EncodedWindow],
+        layers: Sequence[int],
+        encoder: nn.Module,
+        pad_token_id: int,
+        split_name: str,
+        device: torch.device,
+        batch_tokens: int = 16384,
+        progress: bool = False,
+    ) -> CachedSplit:
+        """Run the frozen encoder once over ``windows`` and store the words' vectors."""
+        layers = tuple(sorted(set(layers)))
+        final = self.root / self.key(windows) / ("layers-" + "-".join(map(str, layers)))
+        temporary = final.parent / f".building-{final.name}-{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        counts = np.array([len(w.word_positions) for w in windows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        hidden = _hidden_size(encoder)
+        features = np.lib.format.open_memmap(
+            temporary / "features.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), len(layers), hidden)
+        )
+        started = time.perf_counter()
+        encoder.eval()
+        collate = WindowCollator(pad_token_id)
+        dataset = WindowDataset(windows)
+        batches = _length_sorted_batches([len(w.input_ids) for w in windows], batch_tokens)
+        iterator = batches
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(batches, desc=f"caching {split_name} features", unit="batch")
+        with torch.inference_mode():
+            for batch_indices in iterator:
+                batch = collate([dataset[i] for i in batch_indices])
+                inputs = {
+                    key: batch[key].to(device)
+                    for key in ("input_ids", "attention_mask", "token_type_ids")
+                    if key in batch
+                }
+                output = encoder(**inputs, output_hidden_states=True, return_dict=True)
+                words = gather_words(output.hidden_states, layers, batch["word_positions"].to(device))
+                words = words.to(torch.float16).cpu().numpy()
+                for row, index in enumerate(batch_indices):
+                    features[offsets[index] : offsets[index + 1]] = words[row, : counts[index]]
+        features.flush()
+        del features
+        np.save(temporary / "offsets.npy", offsets)
+        manifest = {
+            "model": self.model_name,
+            "encoder_sha256": self.encoder_digest,
+            "inputs_sha256": windows_digest(windows),
+            "split": split_name,
+            "layers": list(layers),
+            "windows": len(windows),
+            "words": int(offsets[-1]),
+            "hidden_size": hidden,
+            "dtype": "float16",
+            "bytes": int(offsets[-1]) * len(layers) * hidden * 2,
+            "build_seconds": time.perf_counter() - started,
+        }
+        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if final.exists():  # another process finished the same build first
+            shutil.rmtree(temporary)
+        else:
+            os.replace(temporary, final)
+        return self._open(final, layers)
+
+
+def _hidden_size(encoder: nn.Module) -> int:
+    config = encoder.config
+    return int(getattr(config, "hidden_size", None) or config.dim)
+
+
+def _length_sorted_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped by similar length, each batch within ``batch_tokens`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        width = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class FeatureDataset(Dataset):
+    """Cached word features of the layers a strategy needs, in the strategy's order."""
+
+    def __init__(self, cached: CachedSplit, windows: Sequence[EncodedWindow], layers: Sequence[int]) -> None:
+        missing = set(layers) - set(cached.layers)
+        if missing:
+            raise ValueError(f"cache at {cached.path} lacks layers {sorted(missing)}")
+        if len(cached.offsets) != len(windows) + 1:
+            raise ValueError(f"cache at {cached.path} has {len(cached.offsets) - 1} windows, expected {len(windows)}")
+        self.cached = cached
+        self.windows = list(windows)
+        self.slots = [cached.layers.index(layer) for layer in layers]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        return {
+            "features": self.cached.window(index, self.slots),
+            "labels": self.windows[index].labels,
+            "window_index": index,
+        }

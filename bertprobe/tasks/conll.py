@@ -1,0 +1,190 @@
+"""CoNLL-format token-tagging data: local column files and the Hub's ``conll2003``.
+
+Both sources end as the same :class:`TaggedCorpus`: documents of sentences of
+``(word, tag)`` pairs. Everything after loading (document context, sub-word alignment,
+batching) is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOCSTART = "-DOCSTART-"
+SPLIT_FILE_NAMES = {
+    "train": ("train.txt", "eng.train", "train.conll"),
+    "validation": ("validation.txt", "dev.txt", "valid.txt", "eng.testa", "dev.conll"),
+    "test": ("test.txt", "eng.testb", "test.conll"),
+}
+
+
+class DataFormatError(ValueError):
+    """Input data that cannot be read; the message names the file and line."""
+
+
+@dataclass
+class Sentence:
+    words: list[str]
+    tags: list[str]
+    document: int
+    source: str = ""  # "file:line" of the sentence's first word, for error messages
+
+
+@dataclass
+class TaggedSplit:
+    """One split: sentences in file order, each tagged with its document number."""
+
+    name: str
+    sentences: list[Sentence] = field(default_factory=list)
+
+    def documents(self) -> list[list[int]]:
+        """Sentence indices grouped by document, in order."""
+        grouped: dict[int, list[int]] = {}
+        for index, sentence in enumerate(self.sentences):
+            grouped.setdefault(sentence.document, []).append(index)
+        return list(grouped.values())
+
+    def tag_set(self) -> set[str]:
+        return {tag for sentence in self.sentences for tag in sentence.tags}
+
+
+@dataclass
+class TaggedCorpus:
+    splits: dict[str, TaggedSplit]
+    source: str
+    #: False when the source drops ``-DOCSTART-`` lines (the Hub's copy does), so
+    #: document context cannot be rebuilt.
+    has_documents: bool = True
+
+    def label_list(self) -> list[str]:
+        """Tags seen in train, ``O`` first, then sorted by entity type and B before I."""
+        tags = self.splits["train"].tag_set()
+        return sorted(tags, key=lambda t: (t != "O", t[2:] if len(t) > 2 else t, t))
+
+    def check(self) -> None:
+        """Fail on an empty split or a dev/test tag that train never shows."""
+        for split in self.splits.values():
+            if not split.sentences:
+                raise DataFormatError(f"split {split.name!r} of {self.source} has no sentences")
+        known = self.splits["train"].tag_set()
+        for name, split in self.splits.items():
+            unseen = split.tag_set() - known
+            if unseen:
+                where = next(s.source for s in split.sentences if set(s.tags) & unseen)
+                raise DataFormatError(
+                    f"split {name!r} has tags never seen in train: {sorted(unseen)} "
+                    f"(first at {where}); the label set must come from the training data"
+                )
+
+
+def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> TaggedSplit:
+    """Read a whitespace-separated column file: a word first, the tag in ``tag_column``.
+
+    Blank lines end sentences; ``-DOCSTART-`` lines start documents. A line with a
+    single column, or a tag that is not IOB-shaped (``O``, ``B-X``, ``I-X``, ``E-X``,
+    ``S-X``), is an error naming the file and line.
+    """
+    split = TaggedSplit(split_name)
+    document = 0
+    words: list[str] = []
+    tags: list[str] = []
+    start_line = 0
+    seen_content_in_document = False
+
+    def flush() -> None:
+        nonlocal words, tags
+        if words:
+            split.sentences.append(Sentence(words, tags, document, f"{path}:{start_line}"))
+        words, tags = [], []
+
+    with path.open(encoding="utf-8-sig") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if not line:
+                flush()
+                continue
+            columns = line.split()
+            if columns[0] == DOCSTART:
+                flush()
+                if seen_content_in_document:
+                    document += 1
+                seen_content_in_document = False
+                continue
+            if len(columns) < 2:
+                raise DataFormatError(
+                    f"{path}:{line_number}: expected a word and a tag separated by whitespace, got {raw.rstrip()!r}"
+                )
+            tag = columns[tag_column]
+            if not _is_iob_tag(tag):
+                raise DataFormatError(
+                    f"{path}:{line_number}: {tag!r} in the tag column is not an IOB tag "
+                    f"(O, B-TYPE, I-TYPE) in line {raw.rstrip()!r}"
+                )
+            if not words:
+                start_line = line_number
+            words.append(columns[0])
+            tags.append(tag)
+            seen_content_in_document = True
+    flush()
+    return split
+
+
+def _is_iob_tag(tag: str) -> bool:
+    return tag == "O" or (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-")
+
+
+def find_split_file(data_dir: Path, split: str) -> Path:
+    for name in SPLIT_FILE_NAMES[split]:
+        candidate = data_dir / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no {split} file in {data_dir}: expected one of {', '.join(SPLIT_FILE_NAMES[split])}")
+
+
+def load_conll_dir(data_dir: str | Path) -> TaggedCorpus:
+    """Read train/validation/test CoNLL files from a folder."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--data-dir {folder} is not a folder")
+    splits = {name: read_conll_file(find_split_file(folder, name), name) for name in SPLIT_FILE_NAMES}
+    corpus = TaggedCorpus(splits, source=str(folder))
+    corpus.check()
+    return corpus
+
+
+def corpus_from_records(splits: dict[str, Iterable[tuple[list[str], list[str]]]], source: str) -> TaggedCorpus:
+    """Build a corpus from ``(words, tags)`` records; a ``-DOCSTART-`` record starts a document."""
+    result: dict[str, TaggedSplit] = {}
+    saw_docstart = False
+    for name, records in splits.items():
+        split = TaggedSplit(name)
+        document = 0
+        seen_content = False
+        for number, (words, tags) in enumerate(records):
+            if words and words[0] == DOCSTART:
+                saw_docstart = True
+                document += 1 if seen_content else 0
+                seen_content = False
+                continue
+            if not words:
+                continue
+            split.sentences.append(Sentence(list(words), list(tags), document, f"{source}[{name}][{number}]"))
+            seen_content = True
+        result[name] = split
+    corpus = TaggedCorpus(result, source=source, has_documents=saw_docstart)
+    corpus.check()
+    return corpus
+
+
+def load_conll_hub(dataset_name: str = "conll2003") -> TaggedCorpus:
+    """Load CoNLL-2003 from the Hugging Face Hub with ``datasets`` (needs the network)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(dataset_name)
+    names = dataset["train"].features["ner_tags"].feature.names
+    splits = {
+        split: ((row["tokens"], [names[i] for i in row["ner_tags"]]) for row in dataset[split])
+        for split in ("train", "validation", "test")
+    }
+    return corpus_from_records(splits, source=f"hub:{dataset_name}")
