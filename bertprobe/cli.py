@@ -74,8 +74,23 @@ def _field_type(annotation: object):
     return str
 
 
+def _attach_dash_values(argv: list[str]) -> list[str]:
+    """``--layers -1,-2:concat`` -> ``--layers=-1,-2:concat``: argparse would read a value
+    that starts with a dash as an option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        if argv[index] == "--layers" and index + 1 < len(argv):
+            joined.append(f"--layers={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
+
+
 def config_from_args(argv: list[str]) -> RunConfig:
-    namespace = vars(build_parser().parse_args(argv))
+    namespace = vars(build_parser().parse_args(_attach_dash_values(argv)))
     namespace["tags"] = tuple(namespace["tags"])
     return RunConfig(**namespace).resolved()
 
@@ -89,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     from bertprobe.tasks.conll import DataFormatError
 
     try:
-        config = config_from_args(argv)
-        from bertprobe.train import NonFiniteLossError, run
+        config = config_from_args(argv)  # validates every option before torch is imported
+    except (ConfigError, LayerSpecError) as error:
+        print(f"bertprobe: error: {error}", file=sys.stderr)
+        return 2
+    from bertprobe.train import NonFiniteLossError, run
 
+    try:
         run(config)
     except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)

@@ -93,7 +93,9 @@ class RunConfig:
 
     def run_name(self) -> str:
         """A readable, unique file name: the main choices, then a hash of everything."""
-        settings = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "save_predictions", "cache_dir")}
+        resolved = self.resolved()
+        ignored = ("output_dir", "save_predictions", "cache_dir", "feature_cache", "check_loss_every", "tags")
+        settings = {k: v for k, v in resolved.to_dict().items() if k not in ignored}
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.rstrip("/").split("/")[-1])
         layers = re.sub(r"[^A-Za-z0-9]+", "_", self.layers) if self.mode == "feature" else "all"

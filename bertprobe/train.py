@@ -199,7 +199,10 @@ def run(config: RunConfig) -> dict[str, object]:
     from accelerate.utils import set_seed
 
     config = config.resolved()
-    accelerator = Accelerator()
+    # Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
+    # machine with no accelerator asks for it: `accelerate launch --multi_gpu
+    # --num_processes N` then trains data-parallel on CPU cores, as it would on GPUs.
+    accelerator = Accelerator(cpu=not _has_accelerator())
     set_seed(config.seed)
     started = time.perf_counter()
 
@@ -377,6 +380,11 @@ def run(config: RunConfig) -> dict[str, object]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return record
+
+
+def _has_accelerator() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int, config: RunConfig) -> None:

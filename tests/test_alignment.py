@@ -1,0 +1,101 @@
+"""Word/sub-word alignment and context windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertprobe.alignment import encode_split
+from bertprobe.tasks.conll import DataFormatError, Sentence, TaggedSplit
+
+LABELS = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3}
+
+
+def split_of(*sentences: tuple[list[str], list[str], int]) -> TaggedSplit:
+    return TaggedSplit("t", [Sentence(w, t, d, f"t.txt:{i}") for i, (w, t, d) in enumerate(sentences)])
+
+
+def pieces(tokenizer, window):
+    return tokenizer.convert_ids_to_tokens(window.input_ids)
+
+
+def test_label_sits_on_the_first_piece_of_each_word(tiny_tokenizer):
+    words = ["springville", "riverton", "john", "went", "to", "paris"]
+    tags = ["B-LOC", "B-LOC", "B-PER", "O", "O", "B-LOC"]
+    [window] = encode_split(split_of((words, tags, 0)), tiny_tokenizer, LABELS, max_length=64)
+    tokens = pieces(tiny_tokenizer, window)
+    assert tokens == ["[CLS]", "spring", "##ville", "river", "##ton", "john", "went", "to", "paris", "[SEP]"]
+    assert window.word_positions == [1, 3, 5, 6, 7, 8]
+    assert window.labels == [3, 3, 1, 0, 0, 3]
+
+
+def test_word_with_many_pieces_and_a_word_with_none(tiny_tokenizer):
+    # "springvilles" -> spring ##ville ##s ; "\u200b" vanishes in the tokenizer and becomes [UNK]
+    words = ["springvilles", "\u200b", "tom"]
+    [window] = encode_split(split_of((words, ["B-LOC", "O", "B-PER"], 0)), tiny_tokenizer, LABELS, max_length=64)
+    tokens = pieces(tiny_tokenizer, window)
+    assert tokens == ["[CLS]", "spring", "##ville", "##s", "[UNK]", "tom", "[SEP]"]
+    assert window.word_positions == [1, 4, 5]
+    assert window.labels == [3, 0, 1]
+
+
+def test_document_context_fills_the_window_but_labels_only_the_target(tiny_tokenizer):
+    docs = split_of(
+        (["the", "john"], ["O", "B-PER"], 0),
+        (["met", "mary"], ["O", "B-PER"], 0),
+        (["in", "oslo"], ["O", "B-LOC"], 0),
+        (["tom"], ["B-PER"], 1),
+    )
+    windows = encode_split(docs, tiny_tokenizer, LABELS, max_length=64, context="document")
+    assert [w.sentence_index for w in windows] == [0, 1, 2, 3]
+    middle = windows[1]
+    assert pieces(tiny_tokenizer, middle) == ["[CLS]", "the", "john", "met", "mary", "in", "oslo", "[SEP]"]
+    assert middle.word_positions == [3, 4]
+    assert middle.labels == [0, 1]
+    # the next document never leaks in
+    assert pieces(tiny_tokenizer, windows[3]) == ["[CLS]", "tom", "[SEP]"]
+
+
+def test_document_context_grows_alternately_and_stops_at_the_limit(tiny_tokenizer):
+    docs = split_of(
+        (["a", "b", "c"], ["O"] * 3, 0),  # unknown letters are one [UNK] piece each
+        (["john"], ["B-PER"], 0),
+        (["d", "e", "f"], ["O"] * 3, 0),
+    )
+    # budget 5 pieces: the target plus two words each side, nearest first
+    windows = encode_split(docs, tiny_tokenizer, LABELS, max_length=7, context="document")
+    middle = windows[1]
+    assert len(middle.input_ids) == 7
+    assert pieces(tiny_tokenizer, middle)[3] == "john" and middle.word_positions == [3]
+
+
+def test_sentence_context_adds_nothing(tiny_tokenizer):
+    docs = split_of((["the", "john"], ["O", "B-PER"], 0), (["met", "mary"], ["O", "B-PER"], 0))
+    windows = encode_split(docs, tiny_tokenizer, LABELS, max_length=64, context="sentence")
+    assert pieces(tiny_tokenizer, windows[1]) == ["[CLS]", "met", "mary", "[SEP]"]
+
+
+def test_over_long_sentence_is_split_and_every_word_predicted_once(tiny_tokenizer):
+    words = ["springville", "john", "riverton", "mary", "to", "paris", "tom"]  # 9 pieces
+    tags = ["B-LOC", "B-PER", "B-LOC", "B-PER", "O", "B-LOC", "B-PER"]
+    windows = encode_split(split_of((words, tags, 0)), tiny_tokenizer, LABELS, max_length=6)  # 4 pieces each
+    covered = []
+    for window in windows:
+        assert len(window.input_ids) <= 6
+        tokens = pieces(tiny_tokenizer, window)
+        for offset, position in enumerate(window.word_positions):
+            word = words[window.word_offset + offset]
+            assert tokens[position] == tiny_tokenizer.tokenize(word)[0]
+        covered.extend(range(window.word_offset, window.word_offset + len(window.labels)))
+        assert window.labels == [LABELS[t] for t in tags[window.word_offset : window.word_offset + len(window.labels)]]
+    assert covered == list(range(len(words)))
+    assert len(windows) > 1
+
+
+def test_a_single_word_longer_than_the_limit_is_a_clear_error(tiny_tokenizer):
+    with pytest.raises(DataFormatError, match=r"t\.txt:0: word 1 .* 3 sub-tokens, more than the model's limit of 2"):
+        encode_split(split_of((["springvilles"], ["B-LOC"], 0)), tiny_tokenizer, LABELS, max_length=4)
+
+
+def test_unknown_context_mode(tiny_tokenizer):
+    with pytest.raises(ValueError, match="context mode 'paragraph'"):
+        encode_split(split_of((["tom"], ["B-PER"], 0)), tiny_tokenizer, LABELS, 16, context="paragraph")

@@ -1,0 +1,104 @@
+"""Reading CoNLL files and Hub-style records: structure, and clear errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bertprobe.tasks.conll import DataFormatError, corpus_from_records, load_conll_dir, read_conll_file
+
+SAMPLE = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP B-LOC
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_sentences_words_tags_and_documents(tmp_path):
+    split = read_conll_file(write(tmp_path / "train.txt", SAMPLE), "train")
+    assert [s.words for s in split.sentences] == [["EU", "rejects", "German"], ["Peter", "Blackburn"], ["BRUSSELS"]]
+    assert [s.tags for s in split.sentences] == [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"], ["B-LOC"]]
+    assert split.documents() == [[0, 1], [2]]
+    assert split.sentences[1].source.endswith("train.txt:7")
+
+
+def test_byte_order_mark_and_missing_final_blank_line(tmp_path):
+    split = read_conll_file(write(tmp_path / "t.txt", "\ufeffEU NNP B-NP B-ORG\nsays VBZ B-VP O"), "train")
+    assert split.sentences[0].words == ["EU", "says"]
+
+
+def test_single_column_line_names_file_and_line(tmp_path):
+    path = write(tmp_path / "bad.txt", "EU NNP B-NP B-ORG\nrejects\n")
+    with pytest.raises(DataFormatError, match=r"bad\.txt:2: expected a word and a tag"):
+        read_conll_file(path, "train")
+
+
+def test_non_iob_tag_names_file_and_line(tmp_path):
+    path = write(tmp_path / "bad.txt", "\nEU NNP B-NP ORG\n")
+    with pytest.raises(DataFormatError, match=r"bad\.txt:2: 'ORG' in the tag column is not an IOB tag"):
+        read_conll_file(path, "train")
+
+
+def _corpus_dir(tmp_path: Path, train: str, dev: str, test: str) -> Path:
+    write(tmp_path / "train.txt", train)
+    write(tmp_path / "validation.txt", dev)
+    write(tmp_path / "test.txt", test)
+    return tmp_path
+
+
+def test_label_list_comes_from_train_with_o_first(tmp_path):
+    corpus = load_conll_dir(_corpus_dir(tmp_path, SAMPLE, SAMPLE, SAMPLE))
+    assert corpus.label_list() == ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-PER"]
+
+
+def test_tag_unseen_in_train_is_an_error_naming_the_place(tmp_path):
+    folder = _corpus_dir(tmp_path, SAMPLE, "Rome NNP B-NP B-LOC\nmeets VBZ B-VP B-EVENT\n", SAMPLE)
+    with pytest.raises(
+        DataFormatError, match=r"'validation' has tags never seen in train: \['B-EVENT'\].*validation\.txt:1"
+    ):
+        load_conll_dir(folder)
+
+
+def test_empty_split_is_an_error(tmp_path):
+    folder = _corpus_dir(tmp_path, SAMPLE, "-DOCSTART- -X- -X- O\n\n", SAMPLE)
+    with pytest.raises(DataFormatError, match=r"split 'validation' .* has no sentences"):
+        load_conll_dir(folder)
+
+
+def test_missing_split_file_says_which_names_are_accepted(tmp_path):
+    write(tmp_path / "train.txt", SAMPLE)
+    with pytest.raises(FileNotFoundError, match=r"no validation file .*validation\.txt"):
+        load_conll_dir(tmp_path)
+
+
+def test_hub_records_keep_documents_when_docstart_rows_exist():
+    records = [
+        (["-DOCSTART-"], ["O"]),
+        (["EU"], ["B-ORG"]),
+        (["Peter"], ["B-PER"]),
+        (["-DOCSTART-"], ["O"]),
+        (["Rome"], ["B-LOC"]),
+    ]
+    corpus = corpus_from_records({"train": records, "validation": records, "test": records}, "hub:x")
+    assert corpus.has_documents
+    assert corpus.splits["train"].documents() == [[0, 1], [2]]
+
+
+def test_hub_records_without_docstart_mark_documents_unknown():
+    records = [(["EU"], ["B-ORG"]), (["Peter"], ["B-PER"])]
+    corpus = corpus_from_records({"train": records, "validation": records, "test": records}, "hub:x")
+    assert not corpus.has_documents

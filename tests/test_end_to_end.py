@@ -1,0 +1,217 @@
+"""Whole runs on a tiny random BERT and a learnable toy NER set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertprobe.config import RunConfig
+from bertprobe.features import weights_digest
+from bertprobe.train import NonFiniteLossError, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def toy_config(model_dir, data_dir, tmp_path, **overrides) -> RunConfig:
+    values = dict(
+        model=str(model_dir),
+        data_dir=str(data_dir) if data_dir else None,
+        output_dir=str(tmp_path / "runs"),
+        cache_dir=str(tmp_path / "cache"),
+        epochs=8,
+        batch_size=8,
+        lstm_hidden=32,
+        seed=3,
+    )
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def test_finetune_learns_the_toy_task_and_writes_a_complete_record(tiny_model_dir, toy_data_dir, tmp_path):
+    config = toy_config(
+        tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e-3, epochs=4, save_predictions=True
+    )
+    record = run(config)
+    assert record["metrics"]["dev"]["f1"] > 0.8
+    assert record["metrics"]["test"]["f1"] > 0.8
+    assert record["parameters"]["trainable"] == record["parameters"]["total"]
+
+    [path] = (tmp_path / "runs").glob("*.json")
+    on_disk = json.loads(path.read_text())
+    for key in ("config", "metrics", "parameters", "time", "memory", "versions", "git_commit", "command", "history"):
+        assert key in on_disk
+    assert on_disk["config"]["lr"] == 1e-3 and on_disk["config"]["head"] == "linear"
+    assert set(on_disk["metrics"]["dev"]["per_type"]) == {"PER", "LOC", "ORG"}
+    assert on_disk["time"]["train_seconds"] > 0 and on_disk["memory"]["process_max_rss_bytes"] > 0
+
+    dev_lines = (tmp_path / "runs" / f"{config.run_name()}.dev.conll").read_text().splitlines()
+    first = dev_lines[0].split()
+    assert len(first) == 3 and first[0] == "the" and first[1] == "O"
+    assert sum(1 for line in dev_lines if not line) == 40  # one blank line per dev sentence
+
+
+@pytest.mark.parametrize("layers", ["last4concat", "allweighted"])
+def test_feature_mode_learns_and_leaves_the_encoder_bit_identical(tiny_model_dir, toy_data_dir, tmp_path, layers):
+    from transformers import AutoModel
+
+    before = weights_digest(AutoModel.from_pretrained(tiny_model_dir))
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers=layers, epochs=10, lr=1e-2)
+    record = run(config)
+    assert record["metrics"]["dev"]["f1"] > 0.8
+    assert record["encoder_unchanged"] is True
+    assert weights_digest(AutoModel.from_pretrained(tiny_model_dir)) == before
+    assert record["parameters"]["trainable"] < record["parameters"]["total"]
+    if layers == "allweighted":
+        weights = record["learned_layer_weights"]
+        assert weights["layers"] == [1, 2, 3, 4] and sum(weights["softmax_weights"]) == pytest.approx(1.0)
+
+
+def test_feature_mode_without_cache_keeps_the_encoder_frozen_in_the_model(tiny_model_dir, toy_data_dir, tmp_path):
+    from transformers import AutoModel
+
+    config = toy_config(
+        tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=1,
+        feature_cache=False, max_train_examples=40,
+    )  # fmt: skip
+    before = weights_digest(AutoModel.from_pretrained(tiny_model_dir))
+    record = run(config)
+    assert record["encoder_unchanged"] is True and record["feature_cache"] is None
+    assert weights_digest(AutoModel.from_pretrained(tiny_model_dir)) == before
+    assert not (tmp_path / "cache").exists()
+
+
+def test_non_finite_loss_stops_the_run_with_a_clear_error(tiny_model_dir, toy_data_dir, tmp_path):
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e30, epochs=1, check_loss_every=1)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite .* smaller --lr"):
+        run(config)
+    assert not (tmp_path / "runs").exists()  # no record for a failed run
+
+
+def test_max_train_examples_picks_nested_seeded_subsets(tiny_model_dir, toy_data_dir, tmp_path):
+    from bertprobe.train import select_training_sentences
+
+    small = select_training_sentences(240, 20, seed=5)
+    large = select_training_sentences(240, 80, seed=5)
+    assert len(small) == 20 and small <= large
+    assert small == select_training_sentences(240, 20, seed=5)
+    assert small != select_training_sentences(240, 20, seed=6)
+    assert select_training_sentences(240, None, seed=5) is None
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args], capture_output=True, text=True, env=full_env,
+        timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_unknown_strategy_fails_before_any_model_loads(tmp_path):
+    result = cli("--mode", "feature", "--layers", "last5", "--model", str(tmp_path / "no-such-model"))
+    assert result.returncode == 2
+    assert "unknown layer strategy 'last5'" in result.stderr and "last4concat" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_layer_out_of_range_names_the_model_depth(tiny_model_dir, toy_data_dir):
+    result = cli(
+        "--mode", "feature", "--layers", "-1,7:concat", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir)
+    )
+    assert result.returncode == 2
+    assert "layer 7" in result.stderr and "4 Transformer layers" in result.stderr and "0..4" in result.stderr
+
+
+def test_unreachable_hub_model_explains_how_to_use_local_files():
+    result = cli("--model", "some-org/not-cached-model", timeout=60)
+    assert result.returncode == 2
+    assert "not reachable" in result.stderr and "--model at a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_data_names_file_and_line(tiny_model_dir, tmp_path):
+    for name in ("train.txt", "validation.txt", "test.txt"):
+        (tmp_path / name).write_text("john NN O B-PER\nbroken\n", encoding="utf-8")
+    result = cli("--model", str(tiny_model_dir), "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'train.txt'}:2" in result.stderr
+
+
+def test_document_context_needs_document_boundaries(tiny_model_dir, tmp_path, monkeypatch):
+    import bertprobe.train as train_module
+    from bertprobe.config import ConfigError
+    from bertprobe.tasks.conll import corpus_from_records
+
+    records = [(["john"], ["B-PER"])]  # like the Hub's copy: no -DOCSTART- rows
+    corpus = corpus_from_records({"train": records, "validation": records, "test": records}, "hub:conll2003")
+    monkeypatch.setattr(train_module, "load_conll_hub", lambda name: corpus)
+    config = toy_config(tiny_model_dir, None, tmp_path, context="document")
+    with pytest.raises(ConfigError, match="document boundaries"):
+        train_module.load_corpus(config)
+    assert train_module.load_corpus(toy_config(tiny_model_dir, None, tmp_path)) is corpus
+
+
+def test_a_model_without_fast_tokenizer_is_refused(tiny_model_dir, monkeypatch):
+    import transformers
+
+    from bertprobe.encoder import ModelLoadError, load_tokenizer
+
+    class SlowTokenizer:
+        is_fast = False
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
+    with pytest.raises(ModelLoadError, match=r"no fast .*word_ids"):
+        load_tokenizer(str(tiny_model_dir))
+
+
+def accelerate_launch(launch_args: list[str], run_args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "run.py"), *run_args],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence_once(
+    tiny_model_dir, toy_data_dir, tmp_path
+):
+    out = tmp_path / "runs"
+    result = accelerate_launch(
+        ["--multi_gpu", "--num_processes", "2"],  # on a machine without GPUs: two gloo CPU processes
+        [
+            "--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir),
+            "--data-dir", str(toy_data_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+            "--epochs", "2", "--batch-size", "8", "--eval-batch-size", "7", "--lstm-hidden", "16",
+            "--save-predictions",
+        ],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [record_path] = out.glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["distributed"]["num_processes"] == 2
+    # 40 dev sentences, eval batch 7 over 2 processes: padding duplicates must not be scored
+    dev_file = next(out.glob("*.dev.conll")).read_text()
+    assert dev_file.count("\n\n") == 40
+    gold_entities = sum(v["support"] for v in record["metrics"]["dev"]["per_type"].values())
+    from bertprobe.tasks.conll import read_conll_file
+
+    dev = read_conll_file(toy_data_dir / "validation.txt", "validation")
+    assert gold_entities == sum(tag.startswith("B-") for s in dev.sentences for tag in s.tags)
+    assert len(list((tmp_path / "cache").glob("*/layers-*"))) == 3  # one cache per split, built once
+
+
+def test_accelerate_launch_cpu_flag_completes_and_writes_one_record(tiny_model_dir, toy_data_dir, tmp_path):
+    """`accelerate launch --num_processes 2 --cpu` as users type it (accelerate runs it as one process)."""
+    out = tmp_path / "runs"
+    result = accelerate_launch(
+        ["--num_processes", "2", "--cpu"],
+        ["--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir), "--output-dir", str(out),
+         "--epochs", "1", "--max-train-examples", "40"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(out.glob("*.json"))) == 1
