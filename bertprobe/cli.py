@@ -34,6 +34,7 @@ HELP = {
     "cache_dir": "where frozen features are cached (feature mode)",
     "feature_cache": "feature mode: cache the frozen encoder's outputs (--no-feature-cache reruns it every epoch)",
     "save_predictions": "also write 'word gold predicted' CoNLL files for dev and test",
+    "cache_layers": "feature mode: also cache the layers of these strategies (';'-separated) for later runs",
     "check_loss_every": "check the running loss for NaN every this many steps",
     "tags": "free-form labels stored in the record",
 }

@@ -50,6 +50,7 @@ class RunConfig:
     output_dir: str = "results/runs"
     cache_dir: str = ".bertprobe_cache"
     feature_cache: bool = True
+    cache_layers: str | None = None
     save_predictions: bool = False
     check_loss_every: int = 50
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -63,6 +64,8 @@ class RunConfig:
         if self.context not in CONTEXT_MODES:
             raise ConfigError(f"--context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         LayerSpec.parse(self.layers)
+        for spec in self.cache_layer_specs():
+            LayerSpec.parse(spec)
         head = self.head or DEFAULT_HEAD[self.mode]
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
@@ -74,6 +77,10 @@ class RunConfig:
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("--warmup-fraction must be in [0, 1)")
         return replace(self, head=head, lr=self.lr if self.lr is not None else DEFAULT_LR[self.mode])
+
+    def cache_layer_specs(self) -> list[str]:
+        """``cache_layers`` holds one or more strategies separated by ``;``."""
+        return [spec for spec in (self.cache_layers or "").split(";") if spec.strip()]
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -94,7 +101,9 @@ class RunConfig:
     def run_name(self) -> str:
         """A readable, unique file name: the main choices, then a hash of everything."""
         resolved = self.resolved()
-        ignored = ("output_dir", "save_predictions", "cache_dir", "feature_cache", "check_loss_every", "tags")
+        ignored = (
+            "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags"
+        )  # fmt: skip
         settings = {k: v for k, v in resolved.to_dict().items() if k not in ignored}
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.rstrip("/").split("/")[-1])

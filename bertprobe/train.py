@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from bertprobe.alignment import EncodedWindow, encode_split
 from bertprobe.batching import FeatureCollator, LengthGroupedBatches, WindowCollator, WindowDataset
@@ -222,6 +223,9 @@ def run(config: RunConfig) -> dict[str, object]:
         cache_started = time.perf_counter()
         encoder.to(accelerator.device)
         cache = FeatureCache(config.cache_dir, config.model, encoder_digest_before)
+        stored_layers = set(layers.indices)
+        for spec in config.cache_layer_specs():
+            stored_layers |= set(resolve_strategy(spec, info.num_layers).indices)
         model_inputs = {}
         cache_info = {"paths": {}, "built": []}
         for split, windows in task.windows.items():
@@ -230,7 +234,7 @@ def run(config: RunConfig) -> dict[str, object]:
                 if cached is None:
                     cached = cache.build(
                         windows,
-                        layers.indices,
+                        sorted(stored_layers),
                         encoder,
                         tokenizer.pad_token_id,
                         split,
@@ -279,7 +283,11 @@ def run(config: RunConfig) -> dict[str, object]:
         epoch_started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=accelerator.device)
-        for batch in train_loader:
+        progress = tqdm(
+            train_loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+            disable=not accelerator.is_local_main_process,
+        )  # fmt: skip
+        for batch in progress:
             logits = model(batch)
             loss = tagging_loss(logits, batch["labels"])
             accelerator.backward(loss)

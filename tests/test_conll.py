@@ -102,3 +102,27 @@ def test_hub_records_without_docstart_mark_documents_unknown():
     records = [(["EU"], ["B-ORG"]), (["Peter"], ["B-PER"])]
     corpus = corpus_from_records({"train": records, "validation": records, "test": records}, "hub:x")
     assert not corpus.has_documents
+
+
+def test_hub_path_maps_class_label_ids_to_tag_names(monkeypatch):
+    import datasets
+
+    from bertprobe.tasks.conll import load_conll_hub
+
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+        }
+    )
+    rows = {"tokens": [["EU", "rejects", "German"], ["Peter", "Blackburn"]], "ner_tags": [[3, 0, 7], [1, 2]]}
+    split = datasets.Dataset.from_dict(rows, features=features)
+    fake = datasets.DatasetDict({"train": split, "validation": split, "test": split})
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name: asked.append(name) or fake)
+    corpus = load_conll_hub("conll2003")
+    assert asked == ["conll2003"]
+    assert [s.tags for s in corpus.splits["train"].sentences] == [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"]]
+    assert corpus.splits["test"].sentences[1].words == ["Peter", "Blackburn"]
+    assert not corpus.has_documents

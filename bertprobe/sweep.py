@@ -1,0 +1,94 @@
+"""Experiment files: a protocol (rows x seeds, optional dev-set grid) run as one command.
+
+An experiment file is YAML::
+
+    name: table7
+    base: {task: conll2003, model: bert-base-cased, context: document, epochs: 3}
+    seeds: [1, 2, 3, 4, 5]
+    runs:
+      - {mode: finetune, lr: 5.0e-5}
+      - {mode: feature, layers: last4concat}
+    grid:                      # optional; only with --grid
+      finetune: {batch_size: [16, 32], lr: [5.0e-5, 3.0e-5, 2.0e-5], epochs: [2, 3, 4]}
+
+Each run is ``base`` updated by the row, then by the command line's overrides (another
+model, data folder, output folder...), for every seed. A run whose record already exists
+is skipped, so an interrupted sweep resumes where it stopped. Feature runs share one
+frozen-feature cache: every feature row stores the union of the layers that all feature
+rows need, so the encoder runs over each split once for the whole ablation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from bertprobe.config import ConfigError, RunConfig
+from bertprobe.layers import LayerSpec
+
+EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "runs", "grid"}
+
+
+def load_experiment(path: str | Path) -> dict[str, object]:
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    experiment = yaml.safe_load(text)
+    if not isinstance(experiment, dict) or not experiment.get("runs"):
+        raise ConfigError(f"{path}: an experiment file needs a 'runs' list")
+    unknown = set(experiment) - EXPERIMENT_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(EXPERIMENT_KEYS)}")
+    return experiment
+
+
+def _cache_union(rows: list[dict[str, object]]) -> str | None:
+    """Every feature row's strategy, ``;``-separated: the layers one shared cache must hold."""
+    specs = list(dict.fromkeys(str(row.get("layers", "last")) for row in rows if row.get("mode") == "feature"))
+    for spec in specs:
+        LayerSpec.parse(spec)
+    return ";".join(specs) or None
+
+
+def expand(
+    experiment: dict[str, object], overrides: dict[str, object], use_grid: bool = False
+) -> Iterator[RunConfig]:
+    """Every configuration of the experiment, validated, in file order then seed order."""
+    base = dict(experiment.get("base") or {})
+    seeds = experiment.get("seeds") or [base.get("seed", 42)]
+    rows = [dict(row) for row in experiment["runs"]]  # type: ignore[union-attr]
+    cache_layers = _cache_union(rows)
+    grid = experiment.get("grid") or {}
+    for row in rows:
+        variants = [{}]
+        if use_grid and row.get("mode") in grid:
+            axes = grid[row["mode"]]  # type: ignore[index]
+            names = list(axes)
+            variants = [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+        for variant, seed in itertools.product(variants, seeds):
+            values = {**base, **row, **variant, **overrides, "seed": seed}
+            if values.get("mode") == "feature" and cache_layers is not None:
+                values.setdefault("cache_layers", cache_layers)
+            values["tags"] = (*values.get("tags", ()), str(experiment.get("name", "sweep")))
+            yield RunConfig.from_dict(values).resolved()
+
+
+def run_sweep(
+    path: str | Path, overrides: dict[str, object], use_grid: bool = False, dry_run: bool = False
+) -> list[Path]:
+    """Run every configuration whose record does not exist yet; return the record paths."""
+    configs = list(expand(load_experiment(path), overrides, use_grid))
+    paths = []
+    for index, config in enumerate(configs, start=1):
+        record = Path(config.output_dir) / f"{config.run_name()}.json"
+        paths.append(record)
+        status = "exists, skipped" if record.exists() else ("would run" if dry_run else "running")
+        print(f"[{index}/{len(configs)}] {config.run_name()}: {status}", flush=True)
+        if record.exists() or dry_run:
+            continue
+        from bertprobe.train import run
+
+        run(replace(config))
+    return paths

@@ -1,0 +1,113 @@
+"""The frozen-feature cache: reuse, invalidation, exactness and interrupted builds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bertprobe.alignment import encode_split
+from bertprobe.batching import WindowCollator, WindowDataset
+from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
+from bertprobe.model import gather_words
+from bertprobe.tasks.conll import load_conll_dir
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def windows(toy_data_dir, tiny_tokenizer):
+    corpus = load_conll_dir(toy_data_dir)
+    labels = {label: i for i, label in enumerate(corpus.label_list())}
+    return encode_split(corpus.splits["validation"], tiny_tokenizer, labels, max_length=64, context="document")
+
+
+def build(cache, windows, encoder, layers, tokenizer_pad=0):
+    return cache.build(windows, layers, encoder, tokenizer_pad, "validation", torch.device("cpu"), batch_tokens=256)
+
+
+def test_cached_features_equal_features_computed_directly(tmp_path, encoder, windows):
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    cached = build(cache, windows, encoder, (0, 2, 4))
+    dataset = FeatureDataset(cached, windows, (4, 0))  # strategy order differs from storage order
+    batch = WindowCollator(0)([WindowDataset(windows)[i] for i in range(3)])
+    with torch.no_grad():
+        states = encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            output_hidden_states=True,
+        ).hidden_states
+    direct = gather_words(states, (4, 0), batch["word_positions"])
+    for row in range(3):
+        words = len(windows[row].labels)
+        from_cache = dataset[row]["features"]
+        assert from_cache.dtype == torch.float16 and from_cache.shape == (words, 2, 32)
+        assert torch.equal(from_cache, direct[row, :words].to(torch.float16))
+        assert dataset[row]["labels"] == windows[row].labels
+
+
+def test_a_cache_built_once_is_read_not_rebuilt(tmp_path, encoder, windows, monkeypatch):
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    assert cache.find(windows, (4,)) is None
+    first = build(cache, windows, encoder, (1, 2, 3, 4))
+    monkeypatch.setattr(FeatureCache, "build", lambda *a, **k: pytest.fail("cache rebuilt"))
+    again = FeatureCache(tmp_path, "tiny", weights_digest(encoder)).find(windows, (4, 3))
+    assert again is not None and again.path == first.path
+    assert np.array_equal(np.asarray(again.features), np.asarray(first.features))
+
+
+def test_a_layer_set_outside_the_stored_one_needs_a_new_cache(tmp_path, encoder, windows):
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    build(cache, windows, encoder, (3, 4))
+    assert cache.find(windows, (4,)) is not None
+    assert cache.find(windows, (0, 4)) is None
+    wider = build(cache, windows, encoder, (0, 4))
+    assert cache.find(windows, (0,)).path == wider.path
+
+
+def test_other_weights_or_other_inputs_never_reuse_a_cache(tmp_path, encoder, windows, tiny_model_dir):
+    from transformers import AutoModel
+
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    build(cache, windows, encoder, (4,))
+    other = AutoModel.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        other.encoder.layer[0].output.dense.bias.add_(0.01)
+    assert FeatureCache(tmp_path, "tiny", weights_digest(other)).find(windows, (4,)) is None
+    changed = list(windows)
+    changed[0] = type(changed[0])(**{**changed[0].__dict__, "input_ids": [*changed[0].input_ids[:-1], 1, 3]})
+    assert cache.find(changed, (4,)) is None  # e.g. another data file, tokenizer or context mode
+    assert cache.find(windows[:-1], (4,)) is None
+
+
+def test_an_interrupted_build_is_never_read(tmp_path, encoder, windows, monkeypatch):
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    calls = {"n": 0}
+    original = np.save
+
+    def crash_on_offsets(path, *args, **kwargs):
+        calls["n"] += 1
+        raise KeyboardInterrupt("simulated interruption while finishing the cache")
+
+    monkeypatch.setattr(np, "save", crash_on_offsets)
+    with pytest.raises(KeyboardInterrupt):
+        build(cache, windows, encoder, (4,))
+    monkeypatch.setattr(np, "save", original)
+    assert calls["n"] == 1
+    leftovers = list((tmp_path / cache.key(windows)).iterdir())
+    assert leftovers and all(p.name.startswith(".building-") for p in leftovers)
+    assert cache.find(windows, (4,)) is None
+    assert build(cache, windows, encoder, (4,)) is not None
+    assert cache.find(windows, (4,)) is not None
+
+
+def test_feature_dataset_refuses_missing_layers(tmp_path, encoder, windows):
+    cached = build(FeatureCache(tmp_path, "tiny", weights_digest(encoder)), windows, encoder, (4,))
+    with pytest.raises(ValueError, match=r"lacks layers \[3\]"):
+        FeatureDataset(cached, windows, (3, 4))

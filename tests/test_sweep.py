@@ -1,0 +1,76 @@
+"""Experiment files: expansion, the shared cache and resuming an interrupted sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bertprobe.config import ConfigError
+from bertprobe.sweep import expand, load_experiment, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_table7_protocol_file_states_the_paper_setup():
+    configs = list(expand(load_experiment(ROOT / "experiments" / "table7.yaml"), {}))
+    assert len(configs) == 7 * 5
+    rows = {(c.mode, c.layers if c.mode == "feature" else "-") for c in configs}
+    assert rows == {
+        ("finetune", "-"),
+        *{("feature", name) for name in
+          ("embeddings", "second_last", "last", "last4weighted", "last4concat", "allweighted")},
+    }  # fmt: skip
+    finetune = [c for c in configs if c.mode == "finetune"]
+    assert {c.seed for c in finetune} == {1, 2, 3, 4, 5}
+    assert all(c.lr == 5e-5 and c.batch_size == 32 and c.epochs == 3 and c.head == "linear" for c in finetune)
+    features = [c for c in configs if c.mode == "feature"]
+    assert all(c.head == "bilstm" and c.lstm_hidden == 768 and c.context == "document" for c in configs if c in features)
+    assert all(c.model == "bert-base-cased" for c in configs)
+    shared = set(features[0].cache_layer_specs())
+    assert shared == {"embeddings", "second_last", "last", "last4weighted", "last4concat", "allweighted"}
+    grid = list(expand(load_experiment(ROOT / "experiments" / "table7.yaml"), {}, use_grid=True))
+    assert len(grid) == (2 * 3 * 3) * 5 + 6 * 5
+
+
+def test_command_line_overrides_win_over_the_file():
+    experiment = load_experiment(ROOT / "experiments" / "table7.yaml")
+    configs = list(expand(experiment, {"model": "/models/minilm", "data_dir": "/data/conll", "context": "sentence"}))
+    assert {c.model for c in configs} == {"/models/minilm"}
+    assert {c.context for c in configs} == {"sentence"}
+
+
+def test_experiment_file_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: {}\n")
+    with pytest.raises(ConfigError, match="needs a 'runs' list"):
+        load_experiment(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("runs: [{mode: feature, layers: last9}]\n")
+    with pytest.raises(Exception, match="last9"):
+        list(expand(load_experiment(tmp_path / "b.yaml"), {}))
+    (tmp_path / "c.yaml").write_text("runs: [{mode: finetune, learning_rate: 1}]\n")
+    with pytest.raises(ConfigError, match="unknown configuration keys: learning_rate"):
+        list(expand(load_experiment(tmp_path / "c.yaml"), {}))
+
+
+def test_a_sweep_shares_one_cache_and_resumes_by_skipping_finished_runs(tiny_model_dir, toy_data_dir, tmp_path):
+    experiment = tmp_path / "mini.yaml"
+    experiment.write_text(
+        "name: mini\n"
+        "base: {epochs: 1, batch_size: 16, lstm_hidden: 8, max_train_examples: 40}\n"
+        "seeds: [1]\n"
+        "runs:\n  - {mode: feature, layers: last}\n  - {mode: feature, layers: embeddings}\n"
+    )
+    overrides = {"model": str(tiny_model_dir), "data_dir": str(toy_data_dir),
+                 "output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    paths = run_sweep(experiment, overrides)
+    records = [json.loads(p.read_text()) for p in paths]
+    assert [r["layers"]["strategy"] for r in records] == ["last", "embeddings"]
+    assert records[0]["feature_cache"]["built"] == ["train", "validation", "test"]
+    assert records[1]["feature_cache"]["built"] == []  # the first run stored layers 0 and 4 already
+    assert all("mini" in r["config"]["tags"] for r in records)
+
+    paths[1].unlink()  # as if the sweep had been interrupted before its last run
+    before = paths[0].stat().st_mtime_ns
+    assert run_sweep(experiment, overrides) == paths
+    assert paths[0].stat().st_mtime_ns == before and paths[1].exists()
