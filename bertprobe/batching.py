@@ -32,12 +32,21 @@ class WindowDataset(Dataset):
         return item
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+def _pad(rows: Sequence[Sequence[int | float]], value: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
     width = max(len(row) for row in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
+    out = torch.full((len(rows), width), value, dtype=dtype)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        out[i, : len(row)] = torch.as_tensor(row, dtype=dtype)
     return out
+
+
+def _pad_labels(items: list[dict[str, object]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels padded with -100 (float for regression targets) and the mask of real rows."""
+    rows = [item["labels"] for item in items]
+    dtype = torch.float32 if any(isinstance(v, float) for row in rows for v in row) else torch.long
+    lengths = torch.tensor([len(row) for row in rows])
+    labels = _pad(rows, -100, dtype)
+    return labels, torch.arange(labels.shape[1])[None, :] < lengths[:, None]
 
 
 class WindowCollator:
@@ -53,10 +62,9 @@ class WindowCollator:
             "input_ids": input_ids,
             "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),
             "word_positions": _pad([item["word_positions"] for item in items], 0),
-            "labels": _pad([item["labels"] for item in items], -100),
             "window_index": torch.tensor([item["window_index"] for item in items]),
         }
-        batch["word_mask"] = batch["labels"] != -100
+        batch["labels"], batch["word_mask"] = _pad_labels(items)
         if "token_type_ids" in items[0]:
             batch["token_type_ids"] = _pad([item["token_type_ids"] for item in items], 0)
         return batch
@@ -71,11 +79,11 @@ class FeatureCollator:
         out = features[0].new_zeros((len(items), width, *features[0].shape[1:]))
         for i, f in enumerate(features):
             out[i, : f.shape[0]] = f
-        labels = _pad([item["labels"] for item in items], -100)
+        labels, word_mask = _pad_labels(items)
         return {
             "features": out,
             "labels": labels,
-            "word_mask": labels != -100,
+            "word_mask": word_mask,
             "window_index": torch.tensor([item["window_index"] for item in items]),
         }
 

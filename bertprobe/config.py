@@ -12,12 +12,12 @@ from bertprobe.heads import HEADS
 from bertprobe.layers import LayerSpec
 
 MODES = ("finetune", "feature")
-TASKS = ("conll2003",)
+POOLING_MODES = ("first", "mean")
 
 #: Learning rates when --lr is not given: the paper's 5e-5 for fine-tuning; a randomly
 #: initialised head on frozen features learns faster and takes a larger step.
 DEFAULT_LR = {"finetune": 5e-5, "feature": 1e-3}
-DEFAULT_HEAD = {"finetune": "linear", "feature": "bilstm"}
+DEFAULT_HEAD = {"finetune": "linear", "feature": "bilstm"}  # sequence tasks: always linear
 
 
 class ConfigError(ValueError):
@@ -33,6 +33,13 @@ class RunConfig:
     data_dir: str | None = None
     hub_dataset: str = "conll2003"
     context: str = "sentence"
+    pooling: str = "first"
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_columns: str | None = None
+    label_column: str | None = None
+    regression: bool | None = None
     max_length: int | None = None
     head: str | None = None
     lstm_hidden: int = 768
@@ -59,14 +66,18 @@ class RunConfig:
         """Fill the mode-dependent defaults and validate every option (no model is loaded)."""
         if self.mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        from bertprobe.tasks import TASKS, is_tagging
+
         if self.task not in TASKS:
             raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.pooling not in POOLING_MODES:
+            raise ConfigError(f"--pooling {self.pooling!r} is not one of {', '.join(POOLING_MODES)}")
         if self.context not in CONTEXT_MODES:
             raise ConfigError(f"--context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
         LayerSpec.parse(self.layers)
         for spec in self.cache_layer_specs():
             LayerSpec.parse(spec)
-        head = self.head or DEFAULT_HEAD[self.mode]
+        head = self.head or (DEFAULT_HEAD[self.mode] if is_tagging(self.task) else "linear")
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
         for name in ("epochs", "batch_size", "eval_batch_size", "lstm_hidden", "lstm_layers"):

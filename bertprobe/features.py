@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from bertprobe.alignment import EncodedWindow
 from bertprobe.batching import WindowCollator, WindowDataset
-from bertprobe.model import gather_words
+from bertprobe.model import extract_rows
 
 MANIFEST = "manifest.json"
 
@@ -77,13 +77,16 @@ class CachedSplit:
 class FeatureCache:
     """Finds or builds the cache of one split for one encoder and one set of layers."""
 
-    def __init__(self, cache_dir: str | Path, model_name: str, encoder_digest: str) -> None:
+    def __init__(self, cache_dir: str | Path, model_name: str, encoder_digest: str, pooling: str | None = None) -> None:
         self.root = Path(cache_dir)
         self.model_name = model_name
         self.encoder_digest = encoder_digest
+        self.pooling = pooling  # None: one row per labelled word; "first"/"mean": one pooled row
 
     def key(self, windows: Sequence[EncodedWindow]) -> str:
-        text = json.dumps({"encoder": self.encoder_digest, "inputs": windows_digest(windows), "format": 1})
+        text = json.dumps(
+            {"encoder": self.encoder_digest, "inputs": windows_digest(windows), "rows": self.pooling, "format": 1}
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def find(self, windows: Sequence[EncodedWindow], layers: Sequence[int]) -> CachedSplit | None:
@@ -126,7 +129,7 @@ class FeatureCache:
         temporary = final.parent / f".building-{final.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-        counts = np.array([len(w.word_positions) for w in windows], dtype=np.int64)
+        counts = np.array([1 if self.pooling else len(w.word_positions) for w in windows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         hidden = _hidden_size(encoder)
         features = np.lib.format.open_memmap(
@@ -151,7 +154,8 @@ class FeatureCache:
                     if key in batch
                 }
                 output = encoder(**inputs, output_hidden_states=True, return_dict=True)
-                words = gather_words(output.hidden_states, layers, batch["word_positions"].to(device))
+                batch = {key: value.to(device) for key, value in batch.items()}
+                words = extract_rows(output.hidden_states, layers, batch, self.pooling)
                 words = words.to(torch.float16).cpu().numpy()
                 for row, index in enumerate(batch_indices):
                     features[offsets[index] : offsets[index + 1]] = words[row, : counts[index]]
@@ -163,6 +167,7 @@ class FeatureCache:
             "encoder_sha256": self.encoder_digest,
             "inputs_sha256": windows_digest(windows),
             "split": split_name,
+            "rows": self.pooling or "first sub-token of each labelled word",
             "layers": list(layers),
             "windows": len(windows),
             "words": int(offsets[-1]),

@@ -21,13 +21,45 @@ def gather_words(
     return torch.stack([hidden_states[i].gather(1, index) for i in indices], dim=-2)
 
 
-class WordTagger(nn.Module):
-    """Scores every labelled word from the chosen hidden states.
+def pool_tokens(
+    hidden_states: tuple[torch.Tensor, ...], indices: tuple[int, ...], attention_mask: torch.Tensor, pooling: str
+) -> torch.Tensor:
+    """One vector per input from the chosen layers: ``[B, 1, K, H]``.
+
+    ``first`` takes the first token (``[CLS]``/``<s>``); ``mean`` averages every
+    non-padding token (special tokens included), weighting each token equally.
+    """
+    if pooling == "first":
+        return torch.stack([hidden_states[i][:, 0] for i in indices], dim=-2).unsqueeze(1)
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden_states[0].dtype)
+        counts = mask.sum(dim=1).clamp(min=1)
+        pooled = [(hidden_states[i] * mask).sum(dim=1) / counts for i in indices]
+        return torch.stack(pooled, dim=-2).unsqueeze(1)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def extract_rows(
+    hidden_states: tuple[torch.Tensor, ...],
+    indices: tuple[int, ...],
+    batch: dict[str, torch.Tensor],
+    pooling: str | None,
+) -> torch.Tensor:
+    """What the head scores, ``[B, R, K, H]``: each labelled word's first sub-token
+    (``pooling=None``, R = words) or one pooled vector per input (R = 1)."""
+    if pooling is None:
+        return gather_words(hidden_states, indices, batch["word_positions"])
+    return pool_tokens(hidden_states, indices, batch["attention_mask"], pooling)
+
+
+class ProbeModel(nn.Module):
+    """Scores every row (labelled word, or pooled input) from the chosen hidden states.
 
     ``forward`` takes either sub-token inputs (``input_ids``, ``attention_mask``, maybe
     ``token_type_ids``, and ``word_positions``), which run the encoder, or cached
-    ``features`` ``[B, W, K, H]`` from a frozen encoder; both with ``word_mask``.
-    With ``frozen_encoder`` the encoder never trains and stays in eval mode.
+    ``features`` ``[B, R, K, H]`` from a frozen encoder; both with ``word_mask`` (the
+    mask of real rows). With ``frozen_encoder`` the encoder never trains and stays in
+    eval mode. Returns scores ``[B, R, C]``.
     """
 
     def __init__(
@@ -36,27 +68,29 @@ class WordTagger(nn.Module):
         layers: ResolvedLayers,
         head: nn.Module,
         frozen_encoder: bool,
+        pooling: str | None = None,
     ) -> None:
         super().__init__()
+        self.pooling = pooling
         self.encoder = encoder
         self.layers = layers
         self.combiner = LayerCombiner(layers)
         self.head = head
         self.frozen_encoder = frozen_encoder
 
-    def train(self, mode: bool = True) -> WordTagger:
+    def train(self, mode: bool = True) -> ProbeModel:
         super().train(mode)
         if self.frozen_encoder and self.encoder is not None:
             self.encoder.eval()
         return self
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, W, K, H]`` word features from the encoder."""
+        """``[B, R, K, H]`` row features from the encoder."""
         assert self.encoder is not None, "this probe has no encoder: pass cached features"
         inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             output = self.encoder(**inputs, output_hidden_states=True, return_dict=True)
-            return gather_words(output.hidden_states, self.layers.indices, batch["word_positions"])
+            return extract_rows(output.hidden_states, self.layers.indices, batch, self.pooling)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         features = batch["features"] if "features" in batch else self.encode(batch)
@@ -67,6 +101,9 @@ class WordTagger(nn.Module):
         return next(self.head.parameters()).dtype
 
 
-def tagging_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over labelled words (padding words carry label -100)."""
-    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+def row_loss(logits: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Mean cross-entropy over real rows (padding rows carry label -100), or mean squared
+    error of the single output for regression."""
+    if regression:
+        return nn.functional.mse_loss(logits[..., 0].float()[word_mask], labels.float()[word_mask])
+    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().long(), ignore_index=-100)

@@ -17,13 +17,17 @@ PACKAGES = ("torch", "transformers", "accelerate", "datasets", "seqeval", "token
 
 def write_json_atomic(path: str | Path, payload: object) -> Path:
     """Write JSON so that readers see either the old file or the complete new one."""
+    return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text so that readers see either the old file or the complete new one."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)

@@ -52,9 +52,7 @@ def _cache_union(rows: list[dict[str, object]]) -> str | None:
     return ";".join(specs) or None
 
 
-def expand(
-    experiment: dict[str, object], overrides: dict[str, object], use_grid: bool = False
-) -> Iterator[RunConfig]:
+def expand(experiment: dict[str, object], overrides: dict[str, object], use_grid: bool = False) -> Iterator[RunConfig]:
     """Every configuration of the experiment, validated, in file order then seed order."""
     base = dict(experiment.get("base") or {})
     seeds = experiment.get("seeds") or [base.get("seed", 42)]
@@ -76,10 +74,14 @@ def expand(
 
 
 def run_sweep(
-    path: str | Path, overrides: dict[str, object], use_grid: bool = False, dry_run: bool = False
+    experiment: str | Path | dict[str, object],
+    overrides: dict[str, object],
+    use_grid: bool = False,
+    dry_run: bool = False,
 ) -> list[Path]:
     """Run every configuration whose record does not exist yet; return the record paths."""
-    configs = list(expand(load_experiment(path), overrides, use_grid))
+    loaded = experiment if isinstance(experiment, dict) else load_experiment(experiment)
+    configs = list(expand(loaded, overrides, use_grid))
     paths = []
     for index, config in enumerate(configs, start=1):
         record = Path(config.output_dir) / f"{config.run_name()}.json"

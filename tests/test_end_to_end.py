@@ -93,14 +93,14 @@ def test_non_finite_loss_stops_the_run_with_a_clear_error(tiny_model_dir, toy_da
 
 
 def test_max_train_examples_picks_nested_seeded_subsets(tiny_model_dir, toy_data_dir, tmp_path):
-    from bertprobe.train import select_training_sentences
+    from bertprobe.train import select_training_examples
 
-    small = select_training_sentences(240, 20, seed=5)
-    large = select_training_sentences(240, 80, seed=5)
+    small = select_training_examples(240, 20, seed=5)
+    large = select_training_examples(240, 80, seed=5)
     assert len(small) == 20 and small <= large
-    assert small == select_training_sentences(240, 20, seed=5)
-    assert small != select_training_sentences(240, 20, seed=6)
-    assert select_training_sentences(240, None, seed=5) is None
+    assert small == select_training_examples(240, 20, seed=5)
+    assert small != select_training_examples(240, 20, seed=6)
+    assert select_training_examples(240, None, seed=5) is None
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -141,18 +141,18 @@ def test_malformed_data_names_file_and_line(tiny_model_dir, tmp_path):
     assert f"{tmp_path / 'train.txt'}:2" in result.stderr
 
 
-def test_document_context_needs_document_boundaries(tiny_model_dir, tmp_path, monkeypatch):
-    import bertprobe.train as train_module
-    from bertprobe.config import ConfigError
-    from bertprobe.tasks.conll import corpus_from_records
+def test_document_context_needs_document_boundaries(tiny_model_dir, tiny_tokenizer, tmp_path, monkeypatch):
+    import bertprobe.tasks.conll as conll_module
+    from bertprobe.tasks import load_task
+    from bertprobe.tasks.conll import DataFormatError, corpus_from_records
 
     records = [(["john"], ["B-PER"])]  # like the Hub's copy: no -DOCSTART- rows
     corpus = corpus_from_records({"train": records, "validation": records, "test": records}, "hub:conll2003")
-    monkeypatch.setattr(train_module, "load_conll_hub", lambda name: corpus)
-    config = toy_config(tiny_model_dir, None, tmp_path, context="document")
-    with pytest.raises(ConfigError, match="document boundaries"):
-        train_module.load_corpus(config)
-    assert train_module.load_corpus(toy_config(tiny_model_dir, None, tmp_path)) is corpus
+    monkeypatch.setattr(conll_module, "load_conll_hub", lambda name: corpus)
+    with pytest.raises(DataFormatError, match="document boundaries"):
+        load_task(toy_config(tiny_model_dir, None, tmp_path, context="document").resolved(), tiny_tokenizer, 64)
+    task = load_task(toy_config(tiny_model_dir, None, tmp_path).resolved(), tiny_tokenizer, 64)
+    assert task.corpus is corpus
 
 
 def test_a_model_without_fast_tokenizer_is_refused(tiny_model_dir, monkeypatch):

@@ -26,7 +26,7 @@ def test_table7_protocol_file_states_the_paper_setup():
     assert {c.seed for c in finetune} == {1, 2, 3, 4, 5}
     assert all(c.lr == 5e-5 and c.batch_size == 32 and c.epochs == 3 and c.head == "linear" for c in finetune)
     features = [c for c in configs if c.mode == "feature"]
-    assert all(c.head == "bilstm" and c.lstm_hidden == 768 and c.context == "document" for c in configs if c in features)
+    assert all(c.head == "bilstm" and c.lstm_hidden == 768 and c.context == "document" for c in features)
     assert all(c.model == "bert-base-cased" for c in configs)
     shared = set(features[0].cache_layer_specs())
     assert shared == {"embeddings", "second_last", "last", "last4weighted", "last4concat", "allweighted"}

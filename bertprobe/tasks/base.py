@@ -1,0 +1,59 @@
+"""What the training loop needs from a task, whatever its kind."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from bertprobe.alignment import EncodedWindow
+
+
+class Task(ABC):
+    """A loaded, encoded task.
+
+    Each split is a list of :class:`EncodedWindow`. A window's *rows* are what the head
+    scores: one per labelled word (``pooling is None``) or one pooled vector for the whole
+    input (``pooling`` ``"first"`` or ``"mean"``).
+    """
+
+    name: str
+    labels: list[str]  # class names; empty for regression
+    is_regression: bool
+    pooling: str | None
+    primary_metric: str  # the dev score that picks the best epoch
+    windows: dict[str, list[EncodedWindow]]
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        return tuple(split for split in ("validation", "test") if split in self.windows)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.is_regression else len(self.labels)
+
+    @abstractmethod
+    def score(self, split: str, window_indices: torch.Tensor, predictions: torch.Tensor) -> tuple[dict, list]:
+        """Metrics for a split from gathered per-row predictions, and the predictions in data order."""
+
+    @abstractmethod
+    def write_predictions(self, path: Path, split: str, predicted: list) -> None:
+        """A human- and scorer-readable file of gold and predicted labels."""
+
+    @abstractmethod
+    def data_summary(self) -> dict[str, object]:
+        """Sizes and source, for the result record."""
+
+
+def select_training_examples(num_examples: int, limit: int | None, seed: int) -> set[int] | None:
+    """A seeded random subset of training examples; under one seed a larger limit gives a
+    superset of a smaller one (nested subsets), and every mode gets the same examples."""
+    if limit is None or limit >= num_examples:
+        return None
+    order = np.random.default_rng(seed).permutation(num_examples)
+    return {int(i) for i in order[:limit]}

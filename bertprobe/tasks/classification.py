@@ -1,0 +1,115 @@
+"""Sentence and sentence-pair classification or regression (GLUE and the user's own files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from bertprobe.alignment import EncodedWindow
+from bertprobe.results import write_text_atomic
+from bertprobe.sequence_metrics import classification_scores, regression_scores
+from bertprobe.tasks.base import Task, select_training_examples
+from bertprobe.tasks.sequence import SequenceCorpus
+
+POOLING_MODES = ("first", "mean")
+
+
+class SequenceTask(Task):
+    """One prediction per input, read from a pooled vector of the chosen layers.
+
+    Inputs longer than the model's limit are truncated (longest text first): a sequence
+    label belongs to the whole input, so no labelled unit is lost, only context.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        corpus: SequenceCorpus,
+        tokenizer,
+        max_length: int,
+        pooling: str,
+        primary_metric: str,
+        positive_label: str | None,
+        max_train_examples: int | None,
+        seed: int,
+    ) -> None:
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+        self.name = name
+        self.corpus = corpus
+        self.labels = list(corpus.label_list)
+        self.is_regression = corpus.is_regression
+        self.pooling = pooling
+        self.primary_metric = primary_metric
+        self.positive_label = positive_label
+        self.truncated: dict[str, int] = {}
+        self.windows = {
+            split: self._encode(split, tokenizer, max_length) for split in corpus.splits if corpus.splits[split]
+        }
+        chosen = select_training_examples(len(self.windows["train"]), max_train_examples, seed)
+        if chosen is not None:
+            self.windows["train"] = [w for i, w in enumerate(self.windows["train"]) if i in chosen]
+
+    def _encode(self, split: str, tokenizer, max_length: int) -> list[EncodedWindow]:
+        examples = self.corpus.splits[split].examples
+        first = [e.text_a for e in examples]
+        second = [e.text_b or "" for e in examples] if self.corpus.is_pair else None
+        encoded = tokenizer(first, second, truncation=True, max_length=max_length)
+        full = tokenizer(first, second, truncation=False)
+        self.truncated[split] = sum(
+            len(a) != len(b) for a, b in zip(encoded["input_ids"], full["input_ids"], strict=True)
+        )
+        label_to_id = {label: i for i, label in enumerate(self.labels)}
+        use_types = "token_type_ids" in encoded and "token_type_ids" in tokenizer.model_input_names
+        windows = []
+        for index, example in enumerate(examples):
+            label = float(example.label) if self.is_regression else label_to_id[str(example.label)]
+            windows.append(
+                EncodedWindow(
+                    input_ids=encoded["input_ids"][index],
+                    token_type_ids=encoded["token_type_ids"][index] if use_types else None,
+                    word_positions=[0],
+                    labels=[label],
+                    sentence_index=index,
+                    word_offset=0,
+                )
+            )
+        return windows
+
+    def _predicted_in_order(self, split: str, window_indices: torch.Tensor, predictions: torch.Tensor) -> list:
+        predicted: list = [None] * len(self.corpus.splits[split].examples)
+        for index, row in zip(window_indices.tolist(), predictions[:, 0].tolist(), strict=True):
+            example = self.windows[split][index].sentence_index
+            if predicted[example] is not None:
+                raise RuntimeError(f"{split} example {example} predicted twice")
+            predicted[example] = float(row) if self.is_regression else self.labels[int(row)]
+        if any(p is None for p in predicted):
+            raise RuntimeError(f"{split}: some examples have no prediction")
+        return predicted
+
+    def score(self, split: str, window_indices: torch.Tensor, predictions: torch.Tensor) -> tuple[dict, list]:
+        predicted = self._predicted_in_order(split, window_indices, predictions)
+        gold = [e.label for e in self.corpus.splits[split].examples]
+        if self.is_regression:
+            return regression_scores([float(g) for g in gold], predicted), predicted
+        return classification_scores([str(g) for g in gold], predicted, self.positive_label), predicted
+
+    def write_predictions(self, path: Path, split: str, predicted: list) -> None:
+        """JSON lines: the input texts, the gold label and the prediction."""
+        lines = [
+            json.dumps({"text_a": e.text_a, "text_b": e.text_b, "gold": e.label, "predicted": p})
+            for e, p in zip(self.corpus.splits[split].examples, predicted, strict=True)
+        ]
+        write_text_atomic(path, "\n".join(lines) + "\n")
+
+    def data_summary(self) -> dict[str, object]:
+        return {
+            "source": self.corpus.source,
+            "examples": {split: len(s.examples) for split, s in self.corpus.splits.items()},
+            "examples_trained": len(self.windows["train"]),
+            "truncated": self.truncated,
+            "pair": self.corpus.is_pair,
+            "regression": self.is_regression,
+        }

@@ -1,0 +1,584 @@
+"""Sentence and sentence-pair classification/regression data: GLUE and the user's own files.
+
+Every source ends as the same :class:`SequenceCorpus`: named splits of
+:class:`SequenceExample` (one or two texts and a label). Three ways in:
+
+* :func:`load_glue_dir` reads a GLUE task folder (``train.tsv`` and ``dev.tsv``, tab
+  separated, quote characters literal, as GLUE's own readers take them);
+* :func:`load_glue_hub` reads the Hugging Face ``glue`` dataset (needs the network);
+* :func:`load_custom` reads the user's own ``.tsv``, ``.csv`` or ``.jsonl`` files.
+
+Local GLUE label values are mapped to the Hub's class names (MRPC ``1`` becomes
+``equivalent``), and a GLUE corpus takes its label order from the Hub's ``ClassLabel``,
+so both GLUE paths give the same ``label_list`` and the same label ids.
+
+GLUE test labels are not public: a GLUE corpus has ``train`` and ``validation`` only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bertprobe.tasks.conll import DataFormatError
+
+#: More distinct numeric training labels than this makes an undeclared task regression.
+REGRESSION_MIN_DISTINCT = 10
+
+
+@dataclass
+class SequenceExample:
+    text_a: str
+    text_b: str | None
+    label: str | float
+    source: str  # "file:line" (or "hub:dataset/config[split][row]") for error messages
+
+
+@dataclass
+class SequenceSplit:
+    name: str
+    examples: list[SequenceExample] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def labels(self) -> list[str | float]:
+        return [example.label for example in self.examples]
+
+
+@dataclass
+class SequenceCorpus:
+    splits: dict[str, SequenceSplit]
+    source: str
+    is_regression: bool
+    #: Class names in label-id order; empty for regression.
+    label_list: list[str]
+
+    @property
+    def is_pair(self) -> bool:
+        """True when the examples carry a second text."""
+        return any(example.text_b is not None for split in self.splits.values() for example in split.examples)
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of a head: one for regression, else the number of classes."""
+        return 1 if self.is_regression else len(self.label_list)
+
+    def label_to_id(self) -> dict[str, int]:
+        return {label: index for index, label in enumerate(self.label_list)}
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_table(
+    path: str | Path,
+    text_columns: list[str],
+    label_column: str,
+    delimiter: str | None = None,
+    quoting_off: bool | None = None,
+    column_names: list[str] | None = None,
+) -> list[SequenceExample]:
+    """Read examples from a ``.tsv``, ``.csv``, ``.jsonl`` or ``.json`` (JSON Lines) file.
+
+    ``text_columns`` names one column (single sentence) or two (a pair); ``label_column``
+    names the label. Delimited files have a header row (line 1) unless ``column_names``
+    gives the names, for header-less files such as GLUE's CoLA. ``delimiter`` defaults to a
+    tab for ``.tsv`` and a comma for ``.csv``; ``quoting_off`` defaults to on for tabs (quote
+    characters are literal, as GLUE's readers take them) and off for commas (standard CSV
+    quoting, so a quoted field may hold commas). A byte order mark, CRLF line ends and
+    blank lines are accepted. A missing column in the header, a row with the wrong number
+    of fields, or an empty label raises :class:`DataFormatError` naming the file, the
+    1-based line and the column. Labels are returned as strings.
+    """
+    file = Path(path)
+    if not 1 <= len(text_columns) <= 2:
+        raise ValueError(f"text_columns must name one or two columns, got {text_columns!r}")
+    if not file.is_file():
+        raise FileNotFoundError(f"data file {file} does not exist")
+    suffix = file.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return _read_json_lines(file, text_columns, label_column)
+    if delimiter is None:
+        if suffix == ".tsv":
+            delimiter = "\t"
+        elif suffix == ".csv":
+            delimiter = ","
+        else:
+            raise ValueError(
+                f"{file}: cannot tell the format from {suffix!r}; use .tsv, .csv or .jsonl, or pass delimiter"
+            )
+    if quoting_off is None:
+        quoting_off = delimiter == "\t"
+    return _read_delimited(file, text_columns, label_column, delimiter, quoting_off, column_names)
+
+
+def _read_delimited(
+    file: Path,
+    text_columns: list[str],
+    label_column: str,
+    delimiter: str,
+    quoting_off: bool,
+    column_names: list[str] | None,
+) -> list[SequenceExample]:
+    quoting = csv.QUOTE_NONE if quoting_off else csv.QUOTE_MINIMAL
+    examples: list[SequenceExample] = []
+    with file.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting, strict=not quoting_off)
+        header = list(column_names) if column_names is not None else None
+        header_line = 0
+        indices: list[int] = []
+        label_index = 0
+        if header is not None:
+            indices, label_index = _column_indices(file, header, text_columns, label_column, header_line)
+        while True:
+            start = reader.line_num + 1  # a quoted CSV field may span lines: report where the row starts
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                raise DataFormatError(f"{file}:{start}: cannot parse the row: {error}") from error
+            line = start
+            if not row or all(not value.strip() for value in row):
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                header_line = line
+                indices, label_index = _column_indices(file, header, text_columns, label_column, header_line)
+                continue
+            if len(row) != len(header):
+                where = f"the header at line {header_line}" if header_line else "the given column names"
+                raise DataFormatError(
+                    f"{file}:{line}: expected {len(header)} fields ({where}), got {len(row)}; "
+                    f"row {delimiter.join(row)[:200]!r}"
+                )
+            label = row[label_index].strip()
+            if not label:
+                raise DataFormatError(f"{file}:{line}: the label column {label_column!r} is empty")
+            texts = [row[index] for index in indices]
+            examples.append(SequenceExample(texts[0], texts[1] if len(texts) > 1 else None, label, f"{file}:{line}"))
+    if header is None:
+        raise DataFormatError(f"{file}: the file is empty (no header row)")
+    return examples
+
+
+def _column_indices(
+    file: Path, header: list[str], text_columns: list[str], label_column: str, header_line: int
+) -> tuple[list[int], int]:
+    where = f"{file}:{header_line}" if header_line else str(file)
+    missing = [name for name in [*text_columns, label_column] if name not in header]
+    if missing:
+        raise DataFormatError(
+            f"{where}: no column {', '.join(map(repr, missing))} in the header; available columns: {header}"
+        )
+    return [header.index(name) for name in text_columns], header.index(label_column)
+
+
+def _read_json_lines(file: Path, text_columns: list[str], label_column: str) -> list[SequenceExample]:
+    examples: list[SequenceExample] = []
+    with file.open(encoding="utf-8-sig", newline="") as handle:
+        for line, raw in enumerate(_physical_lines(handle), start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as error:
+                raise DataFormatError(
+                    f"{file}:{line}: not valid JSON ({error.msg}); expected one object per line"
+                ) from error
+            if not isinstance(record, dict):
+                raise DataFormatError(
+                    f"{file}:{line}: expected one JSON object per line (JSON Lines), got {type(record).__name__}"
+                )
+            for name in [*text_columns, label_column]:
+                if name not in record:
+                    raise DataFormatError(f"{file}:{line}: no key {name!r}; available keys: {sorted(record)}")
+            texts = [_json_text(file, line, name, record[name]) for name in text_columns]
+            label = _json_label(file, line, label_column, record[label_column])
+            examples.append(SequenceExample(texts[0], texts[1] if len(texts) > 1 else None, label, f"{file}:{line}"))
+    return examples
+
+
+def _physical_lines(handle: Any) -> Iterator[str]:
+    """Lines split at ``\\n`` only (``\\r\\n`` accepted), so JSON strings holding other line breaks stay whole."""
+    pending = ""
+    for chunk in iter(lambda: handle.read(1 << 16), ""):
+        pending += chunk
+        *complete, pending = pending.split("\n")
+        for line in complete:
+            yield line.removesuffix("\r")
+    if pending:
+        yield pending.removesuffix("\r")
+
+
+def _json_text(file: Path, line: int, name: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DataFormatError(f"{file}:{line}: the text in {name!r} is {value!r}, not a string")
+
+
+def _json_label(file: Path, line: int, name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if value is None or isinstance(value, str):
+        raise DataFormatError(f"{file}:{line}: the label {name!r} is missing (empty or null)")
+    raise DataFormatError(f"{file}:{line}: the label {name!r} is {value!r}, not a string or number")
+
+
+# --------------------------------------------------------------------------- building a corpus
+
+
+def _as_float(value: str | float) -> float | None:
+    if isinstance(value, float):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    numbers = {label: _as_float(label) for label in labels}
+    if all(number is not None for number in numbers.values()):
+        return sorted(labels, key=lambda label: (numbers[label], label))
+    return sorted(labels)
+
+
+def build_corpus(
+    splits: dict[str, list[SequenceExample]],
+    source: str,
+    regression: bool | None = None,
+    label_list: Sequence[str] | None = None,
+) -> SequenceCorpus:
+    """Check the splits and settle the task type and label list.
+
+    ``splits`` must hold ``train``. With ``regression=None`` the task is regression when
+    every training label is a number and there are more than
+    :data:`REGRESSION_MIN_DISTINCT` distinct values. A regression corpus has float labels
+    (a non-numeric label is an error). A classification corpus has string labels and
+    its ``label_list`` is ``label_list`` when given (every label must be in it), else the
+    training labels sorted (numerically when all look like numbers). An empty split, or a
+    label in another split that train never shows, raises :class:`DataFormatError`.
+    """
+    if "train" not in splits:
+        raise ValueError(f"build_corpus needs a 'train' split, got {sorted(splits)}")
+    for name, examples in splits.items():
+        if not examples:
+            raise DataFormatError(f"split {name!r} of {source} has no examples")
+    train_labels = [example.label for example in splits["train"]]
+    if regression is None:
+        numbers = [_as_float(label) for label in train_labels]
+        regression = all(number is not None for number in numbers) and len(set(numbers)) > REGRESSION_MIN_DISTINCT
+
+    if regression:
+        result = {
+            name: SequenceSplit(name, [_to_float_example(e, name) for e in examples])
+            for name, examples in splits.items()
+        }
+        return SequenceCorpus(result, source=source, is_regression=True, label_list=[])
+
+    converted = {name: [_to_str_example(e) for e in examples] for name, examples in splits.items()}
+    seen_in_train = {str(example.label) for example in converted["train"]}
+    if label_list is not None:
+        labels = list(label_list)
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"label_list has repeated labels: {labels}")
+        allowed = set(labels)
+        for name, examples in converted.items():
+            for example in examples:
+                if example.label not in allowed:
+                    raise DataFormatError(
+                        f"{example.source}: label {example.label!r} in split {name!r} is not one of {labels}"
+                    )
+    else:
+        labels = _sorted_labels(seen_in_train)
+    for name, examples in converted.items():
+        if name == "train":
+            continue
+        unseen = sorted({str(e.label) for e in examples} - seen_in_train)
+        if unseen:
+            where = next(e.source for e in examples if e.label in unseen)
+            raise DataFormatError(
+                f"split {name!r} has labels never seen in train: {unseen} (first at {where}); "
+                "the label set must come from the training data"
+            )
+    result = {name: SequenceSplit(name, examples) for name, examples in converted.items()}
+    return SequenceCorpus(result, source=source, is_regression=False, label_list=labels)
+
+
+def _to_float_example(example: SequenceExample, split: str) -> SequenceExample:
+    number = _as_float(example.label)
+    if number is None:
+        raise DataFormatError(
+            f"{example.source}: label {example.label!r} in split {split!r} is not a number (regression)"
+        )
+    return replace(example, label=number)
+
+
+def _to_str_example(example: SequenceExample) -> SequenceExample:
+    return example if isinstance(example.label, str) else replace(example, label=str(example.label))
+
+
+# --------------------------------------------------------------------------- GLUE
+
+
+@dataclass(frozen=True)
+class GlueTaskSpec:
+    """Where a GLUE task lives locally and on the Hub, and how it is scored."""
+
+    name: str
+    #: Folder name in the GLUE download (``SST-2``) and its files.
+    folder: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    #: Local label value → Hub class name; values not listed are kept as they are.
+    local_labels: dict[str, str]
+    hub_config: str
+    hub_text_columns: tuple[str, ...]
+    hub_label_column: str
+    #: The Hub's ``ClassLabel`` names in id order; empty for regression.
+    label_names: tuple[str, ...]
+    #: Keys of :func:`bertprobe.sequence_metrics.classification_scores` or ``regression_scores``.
+    metrics: tuple[str, ...]
+    is_regression: bool = False
+    positive_label: str | None = None
+    train_file: str = "train.tsv"
+    dev_file: str = "dev.tsv"
+    #: Header-less local files (CoLA) name their columns here.
+    local_column_names: tuple[str, ...] | None = None
+    hub_validation_split: str = "validation"
+
+
+GLUE_TASKS: dict[str, GlueTaskSpec] = {
+    "sst2": GlueTaskSpec(
+        name="sst2",
+        folder="SST-2",
+        text_columns=("sentence",),
+        label_column="label",
+        local_labels={"0": "negative", "1": "positive"},
+        hub_config="sst2",
+        hub_text_columns=("sentence",),
+        hub_label_column="label",
+        label_names=("negative", "positive"),
+        metrics=("accuracy",),
+    ),
+    "mrpc": GlueTaskSpec(
+        name="mrpc",
+        folder="MRPC",
+        text_columns=("#1 String", "#2 String"),
+        label_column="Quality",
+        local_labels={"0": "not_equivalent", "1": "equivalent"},
+        hub_config="mrpc",
+        hub_text_columns=("sentence1", "sentence2"),
+        hub_label_column="label",
+        label_names=("not_equivalent", "equivalent"),
+        metrics=("f1", "accuracy"),
+        positive_label="equivalent",
+    ),
+    "rte": GlueTaskSpec(
+        name="rte",
+        folder="RTE",
+        text_columns=("sentence1", "sentence2"),
+        label_column="label",
+        local_labels={},
+        hub_config="rte",
+        hub_text_columns=("sentence1", "sentence2"),
+        hub_label_column="label",
+        label_names=("entailment", "not_entailment"),
+        metrics=("accuracy",),
+    ),
+    "cola": GlueTaskSpec(
+        name="cola",
+        folder="CoLA",
+        text_columns=("sentence",),
+        label_column="label",
+        local_labels={"0": "unacceptable", "1": "acceptable"},
+        hub_config="cola",
+        hub_text_columns=("sentence",),
+        hub_label_column="label",
+        label_names=("unacceptable", "acceptable"),
+        metrics=("matthews",),
+        positive_label="acceptable",
+        local_column_names=("source", "label", "original_label", "sentence"),
+    ),
+    "qnli": GlueTaskSpec(
+        name="qnli",
+        folder="QNLI",
+        text_columns=("question", "sentence"),
+        label_column="label",
+        local_labels={},
+        hub_config="qnli",
+        hub_text_columns=("question", "sentence"),
+        hub_label_column="label",
+        label_names=("entailment", "not_entailment"),
+        metrics=("accuracy",),
+    ),
+    "qqp": GlueTaskSpec(
+        name="qqp",
+        folder="QQP",
+        text_columns=("question1", "question2"),
+        label_column="is_duplicate",
+        local_labels={"0": "not_duplicate", "1": "duplicate"},
+        hub_config="qqp",
+        hub_text_columns=("question1", "question2"),
+        hub_label_column="label",
+        label_names=("not_duplicate", "duplicate"),
+        metrics=("f1", "accuracy"),
+        positive_label="duplicate",
+    ),
+    "mnli": GlueTaskSpec(
+        name="mnli",
+        folder="MNLI",
+        text_columns=("sentence1", "sentence2"),
+        label_column="gold_label",
+        local_labels={},
+        hub_config="mnli",
+        hub_text_columns=("premise", "hypothesis"),
+        hub_label_column="label",
+        label_names=("entailment", "neutral", "contradiction"),
+        metrics=("accuracy",),
+        dev_file="dev_matched.tsv",
+        hub_validation_split="validation_matched",
+    ),
+    "stsb": GlueTaskSpec(
+        name="stsb",
+        folder="STS-B",
+        text_columns=("sentence1", "sentence2"),
+        label_column="score",
+        local_labels={},
+        hub_config="stsb",
+        hub_text_columns=("sentence1", "sentence2"),
+        hub_label_column="label",
+        label_names=(),
+        metrics=("pearson", "spearman"),
+        is_regression=True,
+    ),
+}
+
+
+def glue_task(task: str) -> GlueTaskSpec:
+    """The spec of a GLUE task by name (``sst2``, ``SST-2`` and ``sst-2`` all work)."""
+    key = task.lower().replace("-", "").replace("_", "")
+    if key in GLUE_TASKS:
+        return GLUE_TASKS[key]
+    raise ValueError(f"unknown GLUE task {task!r}; known tasks: {', '.join(GLUE_TASKS)}")
+
+
+def load_glue_dir(task: str, data_dir: str | Path) -> SequenceCorpus:
+    """Read a GLUE task's ``train.tsv`` and dev file; dev becomes the ``validation`` split.
+
+    ``data_dir`` is either the task folder itself or the GLUE root holding it
+    (``data_dir/SST-2``). Labels are mapped to the Hub's class names.
+    """
+    spec = glue_task(task)
+    root = Path(data_dir)
+    folder = root / spec.folder if (root / spec.folder).is_dir() else root
+    if not (folder / spec.train_file).is_file():
+        raise FileNotFoundError(f"no {spec.train_file} for GLUE task {spec.name} in {root} or {root / spec.folder}")
+    splits: dict[str, list[SequenceExample]] = {}
+    for split, file_name in (("train", spec.train_file), ("validation", spec.dev_file)):
+        examples = read_table(
+            folder / file_name,
+            list(spec.text_columns),
+            spec.label_column,
+            delimiter="\t",
+            quoting_off=True,
+            column_names=list(spec.local_column_names) if spec.local_column_names else None,
+        )
+        splits[split] = [_map_local_label(spec, example) for example in examples]
+    return build_corpus(
+        splits,
+        source=str(folder),
+        regression=spec.is_regression,
+        label_list=None if spec.is_regression else spec.label_names,
+    )
+
+
+def _map_local_label(spec: GlueTaskSpec, example: SequenceExample) -> SequenceExample:
+    label = str(example.label)
+    if spec.is_regression:
+        return example
+    mapped = spec.local_labels.get(label, label)
+    if mapped not in spec.label_names:
+        expected = sorted(spec.local_labels) if spec.local_labels else list(spec.label_names)
+        raise DataFormatError(
+            f"{example.source}: label {label!r} is not a {spec.name} label; expected one of {expected}"
+        )
+    return replace(example, label=mapped)
+
+
+def load_glue_hub(task: str, dataset_name: str = "glue") -> SequenceCorpus:
+    """Load a GLUE task with ``datasets.load_dataset(dataset_name, config)`` (needs the network).
+
+    Integer labels become the dataset's ``ClassLabel`` names, so the corpus matches
+    :func:`load_glue_dir`'s. The unlabelled test split is dropped.
+    """
+    from datasets import load_dataset
+
+    spec = glue_task(task)
+    dataset = load_dataset(dataset_name, spec.hub_config)
+    source = f"hub:{dataset_name}/{spec.hub_config}"
+    label_feature = dataset["train"].features[spec.hub_label_column]
+    names: list[str] | None = list(label_feature.names) if hasattr(label_feature, "names") else None
+    if names is not None and spec.label_names and tuple(names) != spec.label_names:
+        raise DataFormatError(f"{source}: class names {names} differ from the expected {list(spec.label_names)}")
+    splits: dict[str, list[SequenceExample]] = {}
+    for split, hub_split in (("train", "train"), ("validation", spec.hub_validation_split)):
+        part = dataset[hub_split]
+        texts = [list(part[column]) for column in spec.hub_text_columns]
+        labels = list(part[spec.hub_label_column])
+        examples = []
+        for row, label in enumerate(labels):
+            where = f"{source}[{hub_split}][{row}]"
+            if names is not None:
+                if not 0 <= int(label) < len(names):
+                    raise DataFormatError(f"{where}: label id {label} is not a class of {names}")
+                value: str | float = names[int(label)]
+            else:
+                value = float(label)
+            examples.append(SequenceExample(texts[0][row], texts[1][row] if len(texts) > 1 else None, value, where))
+        splits[split] = examples
+    return build_corpus(
+        splits,
+        source=source,
+        regression=spec.is_regression,
+        label_list=names if names is not None and not spec.is_regression else None,
+    )
+
+
+# --------------------------------------------------------------------------- the user's files
+
+
+def load_custom(
+    train: str | Path,
+    validation: str | Path,
+    test: str | Path | None = None,
+    *,
+    text_columns: list[str],
+    label_column: str,
+    regression: bool | None = None,
+    delimiter: str | None = None,
+) -> SequenceCorpus:
+    """Read the user's own train/validation (and optional test) files into a corpus.
+
+    Formats follow the file extensions (see :func:`read_table`); the task type and label
+    list follow :func:`build_corpus`.
+    """
+    paths: dict[str, str | Path] = {"train": train, "validation": validation}
+    if test is not None:
+        paths["test"] = test
+    splits = {name: read_table(path, text_columns, label_column, delimiter=delimiter) for name, path in paths.items()}
+    return build_corpus(splits, source=str(Path(train).parent), regression=regression)

@@ -1,0 +1,319 @@
+"""Summary tables and plots from hand-made result records (no model, no training)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bertprobe.plots import plot_table7
+from bertprobe.table import (
+    CSV_COLUMNS,
+    PAPER_DEV_F1,
+    NoRecordsError,
+    group_rows,
+    load_records,
+    render_csv,
+    render_markdown,
+)
+
+BASE = "bert-base-cased"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+DATA = "/data/conll2003"
+
+
+def make_record(
+    mode: str = "finetune",
+    layers: str = "last",
+    seed: int = 1,
+    dev_f1: float = 0.9,
+    test_f1: float = 0.85,
+    model: str = BASE,
+    task: str = "conll2003",
+    data: str = DATA,
+    context: str = "document",
+    trainable: int = 1000,
+    train_seconds: float = 10.0,
+    weights: dict[str, object] | None = None,
+    **config: object,
+) -> dict[str, object]:
+    """A result record with the keys :func:`bertprobe.train.run` writes that the table reads."""
+    settings: dict[str, object] = {
+        "mode": mode,
+        "layers": layers,
+        "model": model,
+        "task": task,
+        "data_dir": data,
+        "context": context,
+        "head": "linear" if mode == "finetune" else "bilstm",
+        "epochs": 3,
+        "lr": 5e-5 if mode == "finetune" else 1e-3,
+        "batch_size": 32,
+        "seed": seed,
+        "max_train_examples": None,
+        "output_dir": f"/results/seed{seed}",
+        "cache_dir": ".bertprobe_cache",
+        "save_predictions": seed % 2 == 0,
+        "tags": [f"run-{seed}"],
+    }
+    settings.update(config)
+    return {
+        "schema": 1,
+        "config": settings,
+        "encoder": {"num_layers": 12},
+        "learned_layer_weights": weights,
+        "data": {"source": data},
+        "metrics": {
+            "dev": {"f1": dev_f1, "precision": dev_f1, "recall": dev_f1, "per_type": {}},
+            "test": {"f1": test_f1, "precision": test_f1, "recall": test_f1, "per_type": {}},
+        },
+        "parameters": {"trainable": trainable, "total": 5000},
+        "time": {"train_seconds": train_seconds, "total_seconds": train_seconds + 1},
+    }
+
+
+def write_records(folder: Path, records: list[dict[str, object]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, record in enumerate(records):
+        (folder / f"run{index}.json").write_text(json.dumps(record), encoding="utf-8")
+    return folder
+
+
+def three_seed_finetune(**kwargs: object) -> list[dict[str, object]]:
+    return [
+        make_record(seed=1, dev_f1=0.90, test_f1=0.80, train_seconds=10.0, **kwargs),
+        make_record(seed=2, dev_f1=0.92, test_f1=0.83, train_seconds=20.0, **kwargs),
+        make_record(seed=3, dev_f1=0.94, test_f1=0.86, train_seconds=60.0, **kwargs),
+    ]
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every table row except headers and separators."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| System"):
+            rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def parse_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_load_records_skips_non_records_and_hidden_files(tmp_path: Path):
+    write_records(tmp_path / "a" / "deep", [make_record(seed=1)])
+    (tmp_path / "b.json").write_text(json.dumps(make_record(seed=2)), encoding="utf-8")
+    (tmp_path / "summary.json").write_text(json.dumps({"name": "not a record"}), encoding="utf-8")
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    (tmp_path / ".b.json.abc.tmp.json").write_text(json.dumps(make_record(seed=3)), encoding="utf-8")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x.json").write_text(json.dumps(make_record(seed=4)), encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("{}", encoding="utf-8")
+    with pytest.warns(UserWarning, match="broken.json"):
+        (tmp_path / "broken.json").write_text('{"config": ', encoding="utf-8")
+        records = load_records(tmp_path)
+    assert sorted(record["config"]["seed"] for record in records) == [1, 2]
+
+
+def test_mean_sample_std_seeds_and_paper_difference(tmp_path: Path):
+    records = load_records(write_records(tmp_path, three_seed_finetune()))
+    [rows] = group_rows(records).values()
+    [row] = rows  # seed, output_dir, save_predictions and tags never split a row
+    # dev 90, 92, 94: mean 92; sample variance ((-2)^2 + 0 + 2^2) / (3 - 1) = 4, std 2
+    assert row.dev_f1_mean == pytest.approx(92.0)
+    assert row.dev_f1_std == pytest.approx(2.0)
+    assert row.delta_dev == pytest.approx(92.0 - 96.4)
+    text = render_markdown(records)
+    [cells] = markdown_rows(text)
+    # test 80, 83, 86: mean 83, sample std 3 (a population std would be 2.45)
+    assert cells == ["Fine-tuning", "92.00 ± 2.00", "83.00 ± 3.00", "3", "96.4", "-4.40", "1,000", "30.0"]
+    assert "3 records" in text
+
+
+def test_one_seed_has_no_std(tmp_path: Path):
+    records = [make_record(seed=7, dev_f1=0.9512, test_f1=0.9)]
+    [cells] = markdown_rows(render_markdown(records))
+    assert cells[1] == "95.12 ± n/a"
+    assert cells[3] == "1"
+    [row] = parse_csv(render_csv(records))
+    assert row["dev_f1_std"] == "" and row["test_f1_std"] == ""
+    assert float(row["dev_f1_mean"]) == pytest.approx(95.12)
+
+
+def test_rows_follow_the_papers_order_with_other_strategies_after(tmp_path: Path):
+    strategies = ["-1,-2:mean", "last4sum", "allweighted", "last4concat", "last4weighted", "last", "second_last"]
+    records = [make_record(mode="feature", layers=name, dev_f1=0.95) for name in strategies]
+    records += [make_record(mode="feature", layers="embeddings"), make_record(mode="finetune", layers="-3")]
+    records.append(make_record(mode="feature", layers="-1,-2,-3,-4:concat", seed=2, dev_f1=0.97))  # = last4concat
+    labels = [cells[0] for cells in markdown_rows(render_markdown(records))]
+    assert labels == [
+        "Fine-tuning",
+        "Embeddings",
+        "Second-to-last hidden",
+        "Last hidden",
+        "Weighted sum last four hidden",
+        "Concat last four hidden",
+        "Weighted sum all layers",
+        "Sum last four hidden",
+        "Feature: -1,-2:mean",
+    ]
+    by_label = {cells[0]: cells for cells in markdown_rows(render_markdown(records))}
+    assert by_label["Concat last four hidden"][1] == "96.00 ± 1.41"  # 95 and 97 share the row
+    assert by_label["Concat last four hidden"][4] == "96.1"
+    assert by_label["Sum last four hidden"][4] == "95.9"
+    assert by_label["Embeddings"][4] == f"{PAPER_DEV_F1['embeddings']:.1f}" == "91.0"
+    assert by_label["Feature: -1,-2:mean"][4] == "—" and by_label["Feature: -1,-2:mean"][5] == "—"
+    assert by_label["Weighted sum last four hidden"][5] == "-0.90"  # 95.0 - 95.9
+    assert by_label["Fine-tuning"][5] == "-6.40"  # 90.0 - 96.4
+
+
+def test_two_models_get_two_sections_and_are_never_merged(tmp_path: Path):
+    records = [
+        *three_seed_finetune(model=BASE),
+        make_record(model=MINILM, seed=1, dev_f1=0.80),
+        make_record(model=MINILM, seed=2, dev_f1=0.82),
+        make_record(model=BASE, seed=1, dev_f1=0.50, data="/other/data"),
+    ]
+    sections = group_rows(records)
+    assert len(sections) == 3
+    for section, rows in sections.items():
+        for row in rows:
+            assert {r["config"]["model"] for r in row.records} == {section.model}
+            assert {r["data"]["source"] for r in row.records} == {section.data}
+    text = render_markdown(records)
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert len(headings) == 3
+    assert any(MINILM in h and DATA in h and "context document" in h and "2 records" in h for h in headings)
+    assert any(BASE in h and DATA in h and "3 records" in h for h in headings)
+    assert any("/other/data" in h and "1 record" in h for h in headings)
+    means = sorted(cells[1] for cells in markdown_rows(text))
+    assert means == ["50.00 ± n/a", "81.00 ± 1.41", "92.00 ± 2.00"]  # never (90+92+94+80+82)/5
+    rows = parse_csv(render_csv(records))
+    assert sorted((row["model"], row["data"], row["seeds"]) for row in rows) == [
+        (BASE, "/data/conll2003", "3"),
+        (BASE, "/other/data", "1"),
+        (MINILM, "/data/conll2003", "2"),
+    ]
+
+
+def test_different_settings_of_one_system_are_separate_labelled_rows():
+    records = [*three_seed_finetune(), make_record(seed=1, dev_f1=0.96, lr=3e-5)]
+    rows = markdown_rows(render_markdown(records))
+    assert [cells[0] for cells in rows] == ["Fine-tuning (lr=3e-05)", "Fine-tuning (lr=5e-05)"]
+    assert [cells[3] for cells in rows] == ["1", "3"]
+
+
+def test_paper_values_only_for_conll2003():
+    records = [make_record(task="conll2003"), make_record(task="sst2", data="glue/sst2")]
+    conll, sst2 = group_rows(records).values()
+    assert conll[0].paper_dev_f1 == 96.4 and conll[0].delta_dev == pytest.approx(-6.4)
+    assert sst2[0].paper_dev_f1 is None and sst2[0].delta_dev is None and sst2[0].paper_test_f1 is None
+    assert [cells[4] for cells in markdown_rows(render_markdown(records))] == ["96.4", "—"]
+
+
+def test_csv_columns_and_values():
+    records = [*three_seed_finetune(), make_record(mode="feature", layers="last4concat", dev_f1=0.95, trainable=77)]
+    text = render_csv(records)
+    assert text.splitlines()[0].split(",") == list(CSV_COLUMNS)
+    for column in (
+        "dev_f1_mean", "dev_f1_std", "test_f1_mean", "test_f1_std", "seeds", "paper_dev_f1", "delta_dev",
+        "trainable_parameters", "train_seconds_mean", "model", "data",
+    ):  # fmt: skip
+        assert column in CSV_COLUMNS
+    finetune, concat = parse_csv(text)
+    assert finetune["system"] == "Fine-tuning" and finetune["strategy"] == "finetune"
+    assert float(finetune["dev_f1_mean"]) == pytest.approx(92.0)
+    assert float(finetune["dev_f1_std"]) == pytest.approx(2.0)
+    assert float(finetune["test_f1_mean"]) == pytest.approx(83.0)
+    assert float(finetune["test_f1_std"]) == pytest.approx(3.0)
+    assert finetune["seeds"] == "3" and finetune["seed_values"] == "1;2;3"
+    assert float(finetune["paper_dev_f1"]) == 96.4 and float(finetune["paper_test_f1"]) == 92.4
+    assert float(finetune["delta_dev"]) == pytest.approx(-4.4)
+    assert finetune["trainable_parameters"] == "1000"
+    assert float(finetune["train_seconds_mean"]) == pytest.approx(30.0)
+    assert finetune["model"] == BASE and finetune["data"] == DATA and finetune["context"] == "document"
+    assert concat["system"] == "Concat last four hidden" and concat["strategy"] == "last4concat"
+    assert float(concat["paper_dev_f1"]) == 96.1 and concat["paper_test_f1"] == ""
+    assert float(concat["delta_dev"]) == pytest.approx(95.0 - 96.1)
+    assert concat["trainable_parameters"] == "77"
+
+
+def test_learned_layer_weights_are_averaged_over_seeds():
+    def weighted(seed: int, softmax: list[float], gamma: float) -> dict[str, object]:
+        weights = {"layers": [9, 10, 11, 12], "softmax_weights": softmax, "gamma": gamma}
+        return make_record(mode="feature", layers="last4weighted", seed=seed, weights=weights)
+
+    records = [
+        weighted(1, [0.1, 0.2, 0.3, 0.4], 1.0),
+        weighted(2, [0.3, 0.2, 0.1, 0.4], 2.0),
+        make_record(mode="feature", layers="last4concat"),
+    ]
+    [rows] = group_rows(records).values()
+    means, gamma, count = rows[0].layer_weights()
+    assert means == pytest.approx({9: 0.2, 10: 0.2, 11: 0.2, 12: 0.4})
+    assert gamma == pytest.approx(1.5) and count == 2
+    assert rows[1].layer_weights() is None
+    text = render_markdown(records)
+    assert "Learned layer weights" in text
+    weight_lines = [line for line in text.splitlines() if line.startswith("| Weighted sum last four hidden | 2 |")]
+    assert weight_lines == ["| Weighted sum last four hidden | 2 | 1.500 | 0.200 | 0.200 | 0.200 | **0.400** |"]
+    assert "| System | Seeds | γ (mean) | L9 | L10 | L11 | L12 |" in text
+    assert "Learned layer weights" not in render_markdown(three_seed_finetune())
+
+
+def test_plot_writes_a_png(tmp_path: Path):
+    records = [
+        *three_seed_finetune(),
+        make_record(mode="feature", layers="last4concat", dev_f1=0.95),
+        make_record(mode="feature", layers="-1,-2:mean", dev_f1=0.93),
+        make_record(model=MINILM, dev_f1=0.88),
+    ]
+    path = plot_table7(records, tmp_path / "plots" / "table7.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["table7.png"]  # no temporary left
+    with pytest.raises(NoRecordsError):
+        plot_table7([], tmp_path / "empty.png")
+    with pytest.raises(NoRecordsError):
+        render_markdown([])
+    with pytest.raises(NoRecordsError):
+        render_csv([])
+
+
+def test_cli_table_prints_markdown_and_writes_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from bertprobe.cli import main
+
+    folder = write_records(tmp_path / "runs", three_seed_finetune())
+    assert main(["table", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## Model `bert-base-cased`")
+    assert "| Fine-tuning | 92.00 ± 2.00 | 83.00 ± 3.00 | 3 | 96.4 | -4.40 |" in out
+
+    target = tmp_path / "out" / "table.csv"
+    assert main(["table", str(folder), "--format", "csv", "--output", str(target)]) == 0
+    [row] = parse_csv(target.read_text(encoding="utf-8"))
+    assert math.isclose(float(row["dev_f1_mean"]), 92.0)
+
+    png = tmp_path / "plot.png"
+    assert main(["plot", str(folder), "--output", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_empty_or_missing_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from bertprobe.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["table", str(empty)]) == 2
+    error = capsys.readouterr().err
+    assert "no result records" in error and str(empty) in error
+    (empty / "other.json").write_text('{"not": "a record"}', encoding="utf-8")
+    assert main(["table", str(empty)]) == 2
+    assert main(["plot", str(empty), "--output", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+    assert main(["table", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
