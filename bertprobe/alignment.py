@@ -54,6 +54,14 @@ def sanitize_words(words: Sequence[str], piece_counts: Sequence[int], unk_token:
     return [word if count > 0 else unk_token for word, count in zip(words, piece_counts, strict=True)]
 
 
+def special_token_count(tokenizer) -> int:
+    """How many special tokens (``[CLS]``, ``</s>``, ...) the tokenizer adds to one sequence,
+    measured on a one-word input so that it matches what :func:`encode_split` produces."""
+    with_specials = tokenizer([["a"]], is_split_into_words=True)["input_ids"][0]
+    without = tokenizer([["a"]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0]
+    return len(with_specials) - len(without)
+
+
 def count_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
     """Sub-token count of every word, tokenizing each sentence's words as pre-split words."""
     if not sentences:
@@ -127,18 +135,24 @@ def encode_split(
     """Encode a tagged split into windows (see the module docstring)."""
     if context not in CONTEXT_MODES:
         raise ValueError(f"unknown context mode {context!r}; choose one of {', '.join(CONTEXT_MODES)}")
-    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    budget = max_length - special_token_count(tokenizer)
     sentences = split.sentences
     raw_counts = count_pieces(tokenizer, [s.words for s in sentences])
+    words = [
+        sanitize_words(s.words, counts, tokenizer.unk_token) for s, counts in zip(sentences, raw_counts, strict=True)
+    ]
+    changed = [i for i, counts in enumerate(raw_counts) if 0 in counts]
+    for index, counts in zip(changed, count_pieces(tokenizer, [words[i] for i in changed]), strict=True):
+        raw_counts[index] = counts  # a replacement word's own piece count
 
     flat_words: list[str] = []
     flat_counts: list[int] = []
     sentence_spans: list[tuple[int, int, int]] = []
     scopes: list[tuple[int, int]] = []
     document_scope: dict[int, int] = {}
-    for sentence, counts in zip(sentences, raw_counts, strict=True):
+    for sentence, sentence_words, counts in zip(sentences, words, raw_counts, strict=True):
         start = len(flat_words)
-        flat_words.extend(sanitize_words(sentence.words, counts, tokenizer.unk_token))
+        flat_words.extend(sentence_words)
         flat_counts.extend(max(count, 1) for count in counts)
         end = len(flat_words)
         if context == "document":
@@ -171,6 +185,11 @@ def encode_split(
             if 0 <= target < n_targets and positions[target] < 0:
                 positions[target] = position
         assert min(positions) >= 0, "every target word must have a first sub-token"
+        if len(encoded["input_ids"][index]) > max_length:
+            raise RuntimeError(
+                f"{sentence.source}: a window of {len(encoded['input_ids'][index])} sub-tokens exceeds the limit "
+                f"of {max_length}; the tokenizer splits words differently in context than one by one"
+            )
         tags = sentence.tags[plan.word_offset : plan.word_offset + n_targets]
         token_types = encoded["token_type_ids"][index] if "token_type_ids" in encoded else None
         windows.append(

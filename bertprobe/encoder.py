@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -85,20 +87,68 @@ def load_config(name: str):
         raise ModelLoadError(_offline_message(name, str(error).splitlines()[0])) from None
 
 
-def describe(name: str, config) -> EncoderInfo:
-    """Depth, width and length limit of an encoder, from its config alone."""
-    if getattr(config, "is_encoder_decoder", False):
-        raise ModelLoadError(
-            f"{name!r} is an encoder-decoder model ({config.model_type}); bertprobe probes "
-            f"encoders (BERT, RoBERTa, DeBERTa, ELECTRA, DistilBERT, ...)"
+#: Model types whose byte-level BPE marks the start of a word with its leading space ("Ġ"):
+#: words passed one by one need ``add_prefix_space=True`` to get the pieces they have in running
+#: text. Other tokenizers that need it are found by :func:`pre_split_mismatches` and fixed.
+PREFIX_SPACE_MODEL_TYPES = frozenset(
+    {"roberta", "roberta-prelayernorm", "longformer", "data2vec-text", "ibert", "deberta", "bart", "mvp", "led"}
+)
+
+#: Model types whose position ids start after the padding index (RoBERTa's scheme), so the
+#: first ``pad_token_id + 1`` rows of the position table are never used by tokens.
+PADDING_OFFSET_POSITIONS = frozenset(
+    {
+        "roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "ibert",
+        "longformer", "luke", "markuplm", "mpnet", "xmod", "layoutlmv3", "lilt",
+    }
+)  # fmt: skip
+
+#: Words used to check that a tokenizer splits words passed one by one as it splits running text.
+PROBE_WORDS = ("the", "word", "is", "Paris")
+
+
+def _is_decoder_only(config) -> bool:
+    """A left-to-right model: flagged as a decoder, or a type with a causal-LM head and no
+    masked-LM head (GPT-2, Llama, ...). BERT-like types have both and are encoders."""
+    if getattr(config, "is_decoder", False):
+        return True
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
         )
-    num_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+    except ImportError:  # a transformers without these tables: only the flag can tell
+        return False
+    model_type = getattr(config, "model_type", "")
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def describe(name: str, config) -> EncoderInfo:
+    """Depth, width and length limit of an encoder, from its config alone.
+
+    Encoder-decoder models (T5, BART, ...) are described by their encoder, which is what
+    :func:`load_encoder` returns for them. Decoder-only models are refused: each position
+    sees only the words to its left, so a word's first sub-token knows nothing of its own
+    later pieces or of the right context, and the probe would measure something else.
+    """
+    encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+    if not encoder_decoder and _is_decoder_only(config):
+        raise ModelLoadError(
+            f"{name!r} is a decoder-only (left-to-right) model ({config.model_type}): each position sees only "
+            f"the words before it, so its first-sub-token vectors are not comparable with an encoder's; "
+            f"bertprobe probes bidirectional encoders (BERT, RoBERTa, DeBERTa, ELECTRA, DistilBERT, ALBERT, "
+            f"XLM-RoBERTa, ...) and the encoders of encoder-decoder models (T5, BART)"
+        )
+    num_layers = getattr(config, "encoder_layers", None) if encoder_decoder else None
+    num_layers = num_layers or getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or getattr(config, "d_model", None)
     if num_layers is None or hidden is None:
-        raise ModelLoadError(f"cannot read the depth and width of {name!r} from its config")
-    max_positions = getattr(config, "max_position_embeddings", 512) or 512
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
-        max_positions -= 2  # RoBERTa's position ids start after the padding index
+        what = "its encoder's" if encoder_decoder else "the"
+        raise ModelLoadError(f"cannot read {what} depth and width of {name!r} ({config.model_type}) from its config")
+    max_positions = getattr(config, "max_position_embeddings", None) or 512
+    if config.model_type in PADDING_OFFSET_POSITIONS:
+        pad = getattr(config, "pad_token_id", None)
+        max_positions -= (1 if pad is None else pad) + 1  # position ids start after the padding index
     return EncoderInfo(
         name=name,
         path=resolve_model_path(name),
@@ -109,15 +159,93 @@ def describe(name: str, config) -> EncoderInfo:
     )
 
 
+def _word_pieces(tokenizer, words: list[str]) -> list[list[int]]:
+    """Sub-token ids of each word, for words passed pre-split."""
+    encoded = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    pieces: list[list[int]] = [[] for _ in words]
+    for token_id, word_id in zip(encoded["input_ids"], encoded.word_ids(), strict=True):
+        if word_id is not None:
+            pieces[word_id].append(token_id)
+    return pieces
+
+
+def pre_split_mismatches(tokenizer, words: tuple[str, ...] = PROBE_WORDS) -> list[str]:
+    """Words after the first that get other pieces when passed pre-split than in running text.
+
+    bertprobe passes a sentence's words one by one; a word inside a sentence must still get
+    the pieces it gets in running text (e.g. RoBERTa's "Ġword", not "word"), or the encoder
+    sees sub-words it was never trained on.
+    """
+    split = _word_pieces(tokenizer, list(words))
+    first = tokenizer(words[0], add_special_tokens=False)["input_ids"]
+    problems = []
+    for word, pieces in zip(words[1:], split[1:], strict=True):
+        running = tokenizer(f"{words[0]} {word}", add_special_tokens=False)["input_ids"]
+        expected = running[len(first) :] if running[: len(first)] == first else None
+        if pieces != expected:
+            shown = tokenizer.convert_ids_to_tokens(expected) if expected is not None else "?"
+            problems.append(f"{word!r} becomes {tokenizer.convert_ids_to_tokens(pieces)}, not {shown}")
+    return problems
+
+
+def _mark_every_word_start(tokenizer) -> bool:
+    """Make the backend pre-tokenizer treat every pre-split word as following a space
+    (ByteLevel ``add_prefix_space``, Metaspace ``prepend_scheme="always"``); True if changed."""
+    from tokenizers import Tokenizer, models
+
+    backend = tokenizer.backend_tokenizer
+    if backend.pre_tokenizer is None:
+        return False
+    state = json.loads(backend.to_str())["pre_tokenizer"]
+    changed = False
+
+    def visit(node: object) -> None:
+        nonlocal changed
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
+                node["add_prefix_space"] = changed = True
+            if node.get("type") == "Metaspace" and node.get("prepend_scheme", "always") != "always":
+                node["prepend_scheme"], changed = "always", True
+            for value in node.values():
+                visit(value)
+
+    visit(state)
+    if changed:
+        carrier = json.loads(Tokenizer(models.WordLevel({"x": 0}, unk_token="x")).to_str())
+        carrier["pre_tokenizer"] = state
+        backend.pre_tokenizer = Tokenizer.from_str(json.dumps(carrier)).pre_tokenizer
+        tokenizer.add_prefix_space = True
+    return changed
+
+
+def forward_takes_token_types(config) -> bool:
+    """Whether the model's forward has a ``token_type_ids`` argument (DistilBERT's has not, and
+    the encoder of an encoder-decoder model never has); unknown model classes: assume yes."""
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    from transformers import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError):
+        return True
+    return "token_type_ids" in inspect.signature(model_class.forward).parameters
+
+
 def load_tokenizer(name: str):
-    """A fast tokenizer (word alignment needs ``word_ids``), with RoBERTa-style BPE set up
-    for pre-split words."""
+    """A fast tokenizer (word alignment needs ``word_ids``) set up for pre-split words: each
+    word gets the pieces it has in running text (RoBERTa-style BPE gets ``add_prefix_space``)
+    and no ``token_type_ids`` are produced for models that take none (DistilBERT)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name)
     config = load_config(name)
+    describe(name, config)  # refuses decoder-only models before any tokenizer work
     kwargs = {}
-    if config.model_type in ("roberta", "longformer", "bart", "gpt2", "deberta"):
+    if config.model_type in PREFIX_SPACE_MODEL_TYPES:
         kwargs["add_prefix_space"] = True
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if not getattr(tokenizer, "is_fast", False):
@@ -125,16 +253,52 @@ def load_tokenizer(name: str):
             f"{name!r} has no fast (Rust) tokenizer; bertprobe needs one because aligning "
             f"words with sub-words uses its word_ids()"
         )
+    problems = pre_split_mismatches(tokenizer)
+    if problems and _mark_every_word_start(tokenizer):
+        problems = pre_split_mismatches(tokenizer)
+    if problems:
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} splits words passed one by one differently from the same words in "
+            f"running text ({'; '.join(problems)}); bertprobe passes each sentence's words pre-split, so "
+            f"the encoder would see sub-words it was not trained on"
+        )
+    if "token_type_ids" in tokenizer.model_input_names and not forward_takes_token_types(config):
+        tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    if tokenizer.pad_token_id is None:
+        _set_padding_token(tokenizer, config, name)
     return tokenizer
 
 
+def _set_padding_token(tokenizer, config, name: str) -> None:
+    """Padding positions are masked out, but RoBERTa-style position ids need the model's own
+    padding id; use the config's, else the unknown or end token."""
+    pad_id = getattr(config, "pad_token_id", None)
+    if pad_id is not None and 0 <= pad_id < len(tokenizer):
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+    elif tokenizer.unk_token is not None or tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    else:
+        raise ModelLoadError(f"the tokenizer of {name!r} has no padding, unknown or end token to pad batches with")
+
+
 def load_encoder(name: str) -> nn.Module:
-    """The bare encoder (no task head), returning all hidden states."""
+    """The bare encoder (no task head), returning all hidden states; for an encoder-decoder
+    model, its encoder stack alone (the decoder is dropped)."""
     from transformers import AutoModel
 
     path = resolve_model_path(name)
-    load_config(name)  # fails fast and clearly when offline
-    return AutoModel.from_pretrained(path)
+    config = load_config(name)  # fails fast and clearly when offline
+    describe(name, config)
+    model = AutoModel.from_pretrained(path)
+    if not getattr(model.config, "is_encoder_decoder", False):
+        return model
+    encoder = model.get_encoder()
+    if encoder is model or "input_ids" not in inspect.signature(encoder.forward).parameters:
+        raise ModelLoadError(
+            f"{name!r} is an encoder-decoder model ({config.model_type}) without a text encoder that takes "
+            f"input_ids; bertprobe probes text encoders"
+        )
+    return encoder
 
 
 def freeze(module: nn.Module) -> None:

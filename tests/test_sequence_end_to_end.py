@@ -1,0 +1,141 @@
+"""Sequence tasks end to end on the tiny BERT: classification, pairs, regression."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from conftest import FILLER, PEOPLE, PLACES
+
+from bertprobe.config import RunConfig
+from bertprobe.train import run
+
+
+def write_tsv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    lines = ["\t".join(header)] + ["\t".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def person_or_place(rng: random.Random) -> tuple[str, str]:
+    """A sentence about a person or about a place: the label is which."""
+    label = rng.choice(["person", "place"])
+    subject = rng.choice(PEOPLE if label == "person" else PLACES)
+    words = [rng.choice(FILLER) for _ in range(rng.randint(1, 2))]
+    words.insert(rng.randint(0, len(words)), subject)
+    return " ".join(words), label
+
+
+@pytest.fixture(scope="module")
+def classification_files(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("seq")
+    files = {}
+    for split, size, seed in (("train", 200, 1), ("dev", 60, 2)):
+        rng = random.Random(seed)
+        files[split] = str(
+            write_tsv(folder / f"{split}.tsv", ["sentence", "label"], [person_or_place(rng) for _ in range(size)])
+        )
+    return files
+
+
+def sequence_config(model_dir, files, tmp_path, **overrides) -> RunConfig:
+    values = dict(
+        task="custom", model=str(model_dir), train_file=files["train"], validation_file=files["dev"],
+        text_columns="sentence", label_column="label", output_dir=str(tmp_path / "runs"),
+        cache_dir=str(tmp_path / "cache"), batch_size=16, seed=2,
+    )  # fmt: skip
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def test_finetune_learns_a_toy_sentence_classification(tiny_model_dir, classification_files, tmp_path):
+    record = run(sequence_config(tiny_model_dir, classification_files, tmp_path, mode="finetune", lr=1e-3, epochs=8))
+    assert record["task"]["primary_metric"] == "accuracy"
+    assert record["metrics"]["dev"]["accuracy"] > 0.8
+    assert record["metrics"]["test"] is None  # no test file given
+    assert record["labels"] == ["person", "place"]
+
+
+@pytest.mark.parametrize("layers", ["last4concat", "allweighted"])
+def test_feature_mode_with_mean_pooling_learns_and_caches_one_row_per_input(
+    tiny_model_dir, classification_files, tmp_path, layers
+):
+    config = sequence_config(
+        tiny_model_dir, classification_files, tmp_path, mode="feature", layers=layers, pooling="mean",
+        lr=3e-2, epochs=20, save_predictions=True,
+    )  # fmt: skip
+    record = run(config)
+    # chance is 0.5; a linear probe on mean-pooled features of a random 32-wide encoder
+    # cannot separate every word (one two-piece place name stays wrong), so the bar is 0.75
+    assert record["metrics"]["dev"]["accuracy"] >= 0.75
+    assert record["encoder_unchanged"] is True
+    assert record["config"]["head"] == "linear"
+    manifest = json.loads((Path(record["feature_cache"]["paths"]["train"]) / "manifest.json").read_text())
+    assert manifest["rows"] == "mean" and manifest["words"] == manifest["windows"] == 200
+    lines = (tmp_path / "runs" / f"{config.run_name()}.dev.jsonl").read_text().splitlines()
+    assert len(lines) == 60 and set(json.loads(lines[0])) == {"text_a", "text_b", "gold", "predicted"}
+
+
+def test_sentence_pairs_reach_the_model_as_pairs(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from bertprobe.tasks.classification import SequenceTask
+    from bertprobe.tasks.sequence import load_custom
+
+    rows = [["john went to paris", "tom met mary", "yes"], ["the oslo", "a lima", "no"]]
+    train = write_tsv(tmp_path / "train.tsv", ["first", "second", "label"], rows)
+    corpus = load_custom(train, train, text_columns=["first", "second"], label_column="label")
+    task = SequenceTask("custom", corpus, tiny_tokenizer, 64, "first", "accuracy", None, None, 0)
+    window = task.windows["train"][0]
+    tokens = tiny_tokenizer.convert_ids_to_tokens(window.input_ids)
+    assert tokens == ["[CLS]", "john", "went", "to", "paris", "[SEP]", "tom", "met", "mary", "[SEP]"]
+    assert window.token_type_ids == [0] * 6 + [1] * 4
+    record = run(
+        RunConfig(
+            task="custom", mode="finetune", model=str(tiny_model_dir), train_file=str(train),
+            validation_file=str(train), text_columns="first,second", label_column="label", epochs=1,
+            output_dir=str(tmp_path / "runs"),
+        )
+    )  # fmt: skip
+    assert record["data"]["pair"] is True
+
+
+def test_regression_trains_with_mean_squared_error_to_a_falling_loss(tiny_model_dir, tmp_path):
+    rng = random.Random(4)
+    rows = []
+    for _ in range(160):
+        people = rng.randint(0, 3)
+        words = [rng.choice(PEOPLE) for _ in range(people)] + [rng.choice(FILLER) for _ in range(4 - people)]
+        rng.shuffle(words)
+        rows.append([" ".join(words), f"{people + rng.random() * 0.1:.3f}"])
+    train = write_tsv(tmp_path / "train.tsv", ["sentence", "score"], rows)
+    config = RunConfig(
+        task="custom", mode="finetune", model=str(tiny_model_dir), train_file=str(train),
+        validation_file=str(train), text_columns="sentence", label_column="score", lr=1e-3, epochs=5,
+        batch_size=16, output_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    record = run(config)
+    assert record["task"]["regression"] is True and record["task"]["primary_metric"] == "pearson"
+    losses = [epoch["train_loss"] for epoch in record["history"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert record["metrics"]["dev"]["pearson"] > 0.8
+
+
+def test_bilstm_head_is_refused_for_pooled_inputs(tiny_model_dir, classification_files, tmp_path):
+    from bertprobe.config import ConfigError
+
+    config = sequence_config(tiny_model_dir, classification_files, tmp_path, mode="feature", head="bilstm")
+    with pytest.raises(ConfigError, match="one pooled vector per input"):
+        run(config)
+
+
+def test_glue_task_from_local_files_encodes_mrpc_pairs(tiny_tokenizer):
+    from bertprobe.tasks.classification import SequenceTask
+    from bertprobe.tasks.sequence import load_glue_dir
+
+    corpus = load_glue_dir("mrpc", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")
+    task = SequenceTask("mrpc", corpus, tiny_tokenizer, 64, "first", "f1", "equivalent", 50, 0)
+    assert len(task.windows["train"]) == 50 and len(task.windows["validation"]) == 408
+    assert all(1 in w.token_type_ids for w in task.windows["validation"])
+    assert all(len(w.input_ids) <= 64 for w in task.windows["validation"])
+    assert task.data_summary()["truncated"]["validation"] > 0
