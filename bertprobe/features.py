@@ -142,9 +142,9 @@ class FeatureCache:
         batches = _length_sorted_batches([len(w.input_ids) for w in windows], batch_tokens)
         iterator = batches
         if progress:
-            from tqdm.auto import tqdm
+            from bertprobe.progress import progress_bar
 
-            iterator = tqdm(batches, desc=f"caching {split_name} features", unit="batch")
+            iterator = progress_bar(batches, f"caching {split_name} features")
         with torch.inference_mode():
             for batch_indices in iterator:
                 batch = collate([dataset[i] for i in batch_indices])

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from bertprobe.batching import FeatureCollator, LengthGroupedBatches, WindowCollator, WindowDataset
 from bertprobe.config import ConfigError, RunConfig
@@ -22,6 +21,7 @@ from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
 from bertprobe.layers import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
+from bertprobe.progress import progress_bar
 from bertprobe.results import (
     command_line,
     git_commit,
@@ -200,10 +200,7 @@ def run(config: RunConfig) -> dict[str, object]:
         epoch_started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=accelerator.device)
-        progress = tqdm(
-            train_loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-            disable=not accelerator.is_local_main_process,
-        )  # fmt: skip
+        progress = progress_bar(train_loader, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
         for batch in progress:
             loss = row_loss(model(batch), batch["labels"], batch["word_mask"], task.is_regression)
             accelerator.backward(loss)
