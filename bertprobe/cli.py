@@ -15,7 +15,11 @@ from bertprobe.layers import NAMED_STRATEGIES
 SUBCOMMANDS = ("train", "table", "plot", "sweep")
 
 HELP = {
-    "mode": f"{' | '.join(MODES)}: train every encoder weight, or freeze the encoder and train a head",
+    "mode": (
+        f"{' | '.join(MODES)}: train every encoder weight; freeze the encoder and train a head on its layers; "
+        "freeze the embeddings and lowest --freeze-layers layers and train the rest; or train low-rank "
+        "adapters (peft) beside the frozen encoder's weights"
+    ),
     "layers": (
         "feature mode: which hidden states feed the head. Names: "
         + ", ".join(NAMED_STRATEGIES)
@@ -35,9 +39,25 @@ HELP = {
     "hub_dataset": "Hub dataset id used when --data-dir is not given",
     "context": "sentence: each sentence alone; document: as much of its document as fits around it",
     "max_length": "sub-token limit per window (default: the model's own limit)",
-    "head": f"{' | '.join(HEADS)} (default: linear for finetune, bilstm for feature)",
+    "head": f"{' | '.join(HEADS)} (default: bilstm for feature on tagging tasks, else linear)",
     "lstm_hidden": "BiLSTM units per direction",
-    "lr": f"peak learning rate (default: {DEFAULT_LR['finetune']} finetune, {DEFAULT_LR['feature']} feature)",
+    "lr": "peak learning rate (default: " + ", ".join(f"{lr} {mode}" for mode, lr in DEFAULT_LR.items()) + ")",
+    "freeze_layers": "--mode partial: freeze the embeddings and this many lowest Transformer layers (0..L)",
+    "lora_rank": "--mode lora: rank r of each adapter (r * (in + out) weights per adapted Linear)",
+    "lora_alpha": "--mode lora: adapter scale alpha (the update is alpha / r * B A x)",
+    "lora_dropout": "--mode lora: dropout on the adapters' input",
+    "lora_target_modules": (
+        "--mode lora: comma-separated names of the Linear modules to adapt (default: the attention query and "
+        "value projections: query,value for BERT, q_lin,v_lin for DistilBERT, query_proj,value_proj for DeBERTa)"
+    ),
+    "encoder_lr": "peak learning rate of the encoder's weights (default: --lr)",
+    "head_lr": "peak learning rate of the head and layer mix (default: --lr)",
+    "layer_lr_decay": (
+        "layer-wise learning-rate decay d: layer i of L trains at encoder-lr * d^(L-i), the embeddings at "
+        "encoder-lr * d^L (1 = off)"
+    ),
+    "optimizer": "adamw | sgd",
+    "momentum": "--optimizer sgd: momentum",
     "max_train_examples": "train on a seeded random subset of this many training sentences",
     "output_dir": "where the JSON result record (and predictions) are written",
     "cache_dir": "where frozen features are cached (feature mode)",
@@ -46,6 +66,13 @@ HELP = {
     "cache_layers": "feature mode: also cache the layers of these strategies (';'-separated) for later runs",
     "check_loss_every": "check the running loss for NaN every this many steps",
     "tags": "free-form labels stored in the record",
+    "train_fraction": "train on a seeded random fraction (0, 1] of the training set; nested as it grows",
+    "gradient_accumulation_steps": "one optimizer step per this many batches (effective batch: batch x it x processes)",
+    "mixed_precision": "no | fp16 | bf16 (default: what `accelerate launch --mixed_precision` says)",
+    "compile": "torch.compile the model (dynamic shapes)",
+    "checkpoint": "save a checkpoint after every epoch (removed when the run finishes), for --resume",
+    "resume": "continue an interrupted run from its last checkpoint under --output-dir/checkpoints",
+    "report_to": "tensorboard: log each epoch's loss and dev score under --output-dir/tensorboard",
 }
 
 
@@ -113,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return plot_main(argv[1:])
     if argv and argv[0] == "sweep":
         return sweep_main(argv[1:])
+    if argv and argv[0] == "probe-layers":
+        return probe_layers_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         argv = argv[1:]
     from bertprobe.encoder import ModelLoadError
@@ -126,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bertprobe.train import NonFiniteLossError, run
 
+    configure_logging()
     try:
         run(config)
     except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
@@ -135,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 3
     return 0
+
+
+def configure_logging() -> None:
+    """One timestamped line per message on stderr; Accelerate's logger adds the main-process filter."""
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
 
 
 def _load_for_summary(directory: str) -> list[dict[str, object]] | None:
@@ -157,21 +194,25 @@ def _load_for_summary(directory: str) -> list[dict[str, object]] | None:
 
 
 def table_main(argv: list[str]) -> int:
-    """``bertprobe table DIR [--format markdown|csv] [--output FILE]``."""
+    """``bertprobe table DIR [--layout table7|tasks] [--format markdown|csv] [--output FILE]``."""
     parser = argparse.ArgumentParser(
         prog="bertprobe table",
-        description="Mean and std over seeds per system, next to the BERT paper's Table 7; "
-        "one section per model and data set.",
+        description="Mean and std over seeds per system. Layout table7: next to the BERT paper's Table 7, "
+        "one section per model and data set. Layout tasks: one section per model, a row per system "
+        "(fine-tuning, partial, LoRA, feature strategies), a column per task (its primary dev metric), "
+        "then the cost of each system on each task.",
     )
     parser.add_argument("directory", help="folder searched recursively for result records (*.json)")
+    parser.add_argument("--layout", choices=("table7", "tasks"), default="table7", help="table7 or tasks (see above)")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--output", help="write the table to this file (atomically) instead of stdout")
     args = parser.parse_args(argv)
     records = _load_for_summary(args.directory)
     if records is None:
         return 2
-    from bertprobe.table import render_csv, render_markdown
+    from bertprobe.table import LAYOUTS
 
+    render_markdown, render_csv = LAYOUTS[args.layout]
     text = render_csv(records) if args.format == "csv" else render_markdown(records)
     if args.output is None:
         sys.stdout.write(text)
@@ -183,20 +224,29 @@ def table_main(argv: list[str]) -> int:
 
 
 def plot_main(argv: list[str]) -> int:
-    """``bertprobe plot DIR --output FILE.png``."""
+    """``bertprobe plot DIR [--kind table7|layers|cost|curve] --output FILE.png``."""
     parser = argparse.ArgumentParser(
         prog="bertprobe plot",
-        description="Bar chart of dev F1 per system (std error bars) with the paper's Table 7 values.",
+        description="table7: bar chart of dev F1 per system (std error bars) with the paper's Table 7 values; "
+        "layers: dev score of a probe on each single layer, fine-tuning dashed; cost: dev score against train "
+        "time per configuration; curve: dev score against --train-fraction per system.",
     )
     parser.add_argument("directory", help="folder searched recursively for result records (*.json)")
+    parser.add_argument("--kind", choices=("table7", "layers", "cost", "curve"), default="table7")
     parser.add_argument("--output", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
     records = _load_for_summary(args.directory)
     if records is None:
         return 2
-    from bertprobe.plots import plot_table7
+    from bertprobe.plots import PLOTS
+    from bertprobe.table import NoRecordsError
 
-    print(f"plot of {len(records)} records: {plot_table7(records, args.output)}")
+    try:
+        path = PLOTS[args.kind](records, args.output)
+    except NoRecordsError as error:
+        print(f"bertprobe: error: {args.directory}: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.kind} plot of {len(records)} records: {path}")
     return 0
 
 
@@ -222,6 +272,7 @@ def sweep_main(argv: list[str]) -> int:
     from bertprobe.sweep import load_experiment, run_sweep
     from bertprobe.tasks.conll import DataFormatError
 
+    configure_logging()
     try:
         experiment = load_experiment(args["experiment"])
         if args["seeds"]:
@@ -230,6 +281,62 @@ def sweep_main(argv: list[str]) -> int:
     except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def probe_layers_main(argv: list[str]) -> int:
+    """``bertprobe probe-layers --model M [--task T] [--seeds ...] [--finetune] [--plot FILE.png]``."""
+    parser = argparse.ArgumentParser(
+        prog="bertprobe probe-layers",
+        description="Probe every hidden state of a model on its own (layer 0 = embeddings .. L), with the same "
+        "head for each: one feature run per layer and seed, sharing one frozen-feature cache (the encoder runs "
+        "once), skipping runs whose record exists; then plot dev score against layer.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help=HELP["model"])
+    parser.add_argument("--task", default="conll2003", help=HELP["task"])
+    parser.add_argument("--data-dir", help=HELP["data_dir"])
+    parser.add_argument("--output-dir", default="results/layers", help="where the result records are written")
+    parser.add_argument("--cache-dir", default=RunConfig.cache_dir, help=HELP["cache_dir"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds of every run")
+    parser.add_argument("--head", default="linear", choices=HEADS, help="the probe, the same on every layer")
+    parser.add_argument("--epochs", type=int, help="training epochs of every run (None: the runs' own default)")
+    parser.add_argument("--lr", type=float, help="the probes' learning rate (fine-tuning keeps its default)")
+    parser.add_argument("--lstm-hidden", type=int, help="--head bilstm: units per direction")
+    parser.add_argument("--max-train-examples", type=int, help=HELP["max_train_examples"])
+    parser.add_argument("--context", help=HELP["context"])
+    parser.add_argument("--finetune", action="store_true", help="also fine-tune (the plot's reference line)")
+    parser.add_argument("--plot", help="PNG to draw (default: OUTPUT_DIR/layers.png)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they exist; run nothing")
+    args = parser.parse_args(argv)
+    base = {"task": args.task, "output_dir": args.output_dir, "cache_dir": args.cache_dir}
+    optional = {"data_dir": args.data_dir, "epochs": args.epochs, "max_train_examples": args.max_train_examples,
+                "context": args.context}  # fmt: skip
+    base.update({key: value for key, value in optional.items() if value is not None})
+    probe = {"head": args.head, "lr": args.lr, "lstm_hidden": args.lstm_hidden}
+    probe = {key: value for key, value in probe.items() if value is not None}
+    from bertprobe.encoder import ModelLoadError, describe, load_config
+    from bertprobe.layers import LayerSpecError
+    from bertprobe.sweep import layer_probe_experiment, run_sweep
+    from bertprobe.tasks.conll import DataFormatError
+
+    configure_logging()
+    try:
+        depth = describe(args.model, load_config(args.model)).num_layers
+        experiment = layer_probe_experiment(args.model, depth, base, args.seeds, args.finetune, probe)
+        paths = run_sweep(experiment, {}, dry_run=args.dry_run)
+    except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
+        print(f"bertprobe: error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return 0
+    import json
+
+    from bertprobe.plots import plot_layers
+
+    records = [json.loads(path.read_text(encoding="utf-8")) for path in paths if path.exists()]
+    target = args.plot or f"{args.output_dir}/layers.png"
+    print(f"layers plot of {len(records)} records ({depth} layers + embeddings): {plot_layers(records, target)}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -11,13 +12,31 @@ from bertprobe.alignment import CONTEXT_MODES
 from bertprobe.heads import HEADS
 from bertprobe.layers import LayerSpec
 
-MODES = ("finetune", "feature")
+MODES = ("finetune", "feature", "partial", "lora")
 POOLING_MODES = ("first", "mean")
+OPTIMIZERS = ("adamw", "sgd")
+PEFT_MISSING = "--mode lora needs the peft package: pip install peft (or pip install 'bertprobe[lora]')"
+MIXED_PRECISION = (None, "no", "fp16", "bf16")  # None: whatever `accelerate launch` says
+REPORT_TO = (None, "tensorboard")
 
-#: Learning rates when --lr is not given: the paper's 5e-5 for fine-tuning; a randomly
-#: initialised head on frozen features learns faster and takes a larger step.
-DEFAULT_LR = {"finetune": 5e-5, "feature": 1e-3}
-DEFAULT_HEAD = {"finetune": "linear", "feature": "bilstm"}  # sequence tasks: always linear
+#: The options of the first release: they always enter a run's name hash. Options added
+#: since enter it only when set away from their default, so older records keep their names
+#: (and a sweep still recognises them as done).
+NAME_FIELDS_V1 = frozenset(
+    (
+        "mode", "layers", "model", "task", "data_dir", "hub_dataset", "context", "pooling", "train_file",
+        "validation_file", "test_file", "text_columns", "label_column", "regression", "max_length", "head",
+        "lstm_hidden", "lstm_layers", "dropout", "epochs", "lr", "batch_size", "eval_batch_size", "weight_decay",
+        "warmup_fraction", "max_grad_norm", "seed", "max_train_examples",
+    )
+)  # fmt: skip
+
+#: Learning rates when --lr is not given: the paper's 5e-5 for fine-tuning, whole or partial;
+#: a randomly initialised head on frozen features, or low-rank adapters (which start as a
+#: no-op), learn faster and take a larger step.
+DEFAULT_LR = {"finetune": 5e-5, "feature": 1e-3, "partial": 5e-5, "lora": 5e-4}
+#: Heads of tagging tasks when --head is not given; sequence tasks: always linear.
+DEFAULT_HEAD = {"finetune": "linear", "feature": "bilstm", "partial": "linear", "lora": "linear"}
 
 
 class ConfigError(ValueError):
@@ -52,6 +71,16 @@ class RunConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
+    freeze_layers: int | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_target_modules: str | None = None
+    encoder_lr: float | None = None
+    head_lr: float | None = None
+    layer_lr_decay: float = 1.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
     seed: int = 42
     max_train_examples: int | None = None
     output_dir: str = "results/runs"
@@ -60,6 +89,13 @@ class RunConfig:
     cache_layers: str | None = None
     save_predictions: bool = False
     check_loss_every: int = 50
+    train_fraction: float | None = None
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str | None = None
+    compile: bool = False
+    checkpoint: bool = True
+    resume: bool = False
+    report_to: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     def resolved(self) -> RunConfig:
@@ -85,9 +121,73 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ConfigError("--max-train-examples must be at least 1")
+        if self.train_fraction is not None and not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+        if self.train_fraction is not None and self.max_train_examples is not None:
+            raise ConfigError("give --train-fraction or --max-train-examples, not both")
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError("--gradient-accumulation-steps must be at least 1")
+        if self.mixed_precision not in MIXED_PRECISION:
+            choices = ", ".join(str(choice) for choice in MIXED_PRECISION[1:])
+            raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of {choices}")
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"--report-to {self.report_to!r} is not one of {', '.join(REPORT_TO[1:])}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("--warmup-fraction must be in [0, 1)")
+        self._check_adaptation()
+        self._check_optimizer()
         return replace(self, head=head, lr=self.lr if self.lr is not None else DEFAULT_LR[self.mode])
+
+    def _check_adaptation(self) -> None:
+        """Options of --mode partial and --mode lora. The upper bound of --freeze-layers (the
+        model's depth) is checked when the encoder is adapted."""
+        if self.mode == "partial" and self.freeze_layers is None:
+            raise ConfigError(
+                "--mode partial needs --freeze-layers K: the embeddings and the lowest K Transformer layers are "
+                "frozen (0 freezes the embeddings only)"
+            )
+        if self.freeze_layers is not None:
+            if self.mode != "partial":
+                raise ConfigError(f"--freeze-layers applies to --mode partial only, not --mode {self.mode}")
+            if self.freeze_layers < 0:
+                raise ConfigError(
+                    f"--freeze-layers {self.freeze_layers} is out of range: it must be in 0..L, L being the "
+                    "model's number of Transformer layers (0 freezes the embeddings only)"
+                )
+        if self.lora_target_modules is not None:
+            if self.mode != "lora":
+                raise ConfigError(f"--lora-target-modules applies to --mode lora only, not --mode {self.mode}")
+            if not self.lora_targets():
+                raise ConfigError("--lora-target-modules needs at least one module name, e.g. query,value")
+        if self.lora_rank < 1:
+            raise ConfigError("--lora-rank must be at least 1")
+        if not self.lora_alpha > 0:
+            raise ConfigError("--lora-alpha must be positive")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError("--lora-dropout must be in [0, 1)")
+        if self.mode == "lora" and importlib.util.find_spec("peft") is None:
+            raise ConfigError(PEFT_MISSING)
+
+    def _check_optimizer(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        for name in ("lr", "encoder_lr", "head_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ConfigError("--layer-lr-decay must be in (0, 1]; 1 gives every encoder layer --encoder-lr")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("--momentum must be in [0, 1)")
+        if self.mode == "feature" and (self.encoder_lr is not None or self.layer_lr_decay != 1.0):
+            option = "--encoder-lr" if self.encoder_lr is not None else "--layer-lr-decay"
+            raise ConfigError(f"{option} has no effect in --mode feature: the encoder is frozen (use --head-lr)")
+
+    def lora_targets(self) -> list[str] | None:
+        """The names of ``--lora-target-modules``; ``None`` for the architecture's default."""
+        if self.lora_target_modules is None:
+            return None
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
 
     def cache_layer_specs(self) -> list[str]:
         """``cache_layers`` holds one or more strategies separated by ``;``."""
@@ -113,10 +213,17 @@ class RunConfig:
         """A readable, unique file name: the main choices, then a hash of everything."""
         resolved = self.resolved()
         ignored = (
-            "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags"
+            "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",
+            "checkpoint", "resume", "report_to", "compile",
         )  # fmt: skip
-        settings = {k: v for k, v in resolved.to_dict().items() if k not in ignored}
+        defaults = RunConfig().to_dict()
+        settings = {
+            k: v
+            for k, v in resolved.to_dict().items()
+            if k not in ignored and (k in NAME_FIELDS_V1 or v != defaults[k])
+        }
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.rstrip("/").split("/")[-1])
         layers = re.sub(r"[^A-Za-z0-9]+", "_", self.layers) if self.mode == "feature" else "all"
-        return f"{self.task}_{model}_{self.mode}_{layers}_{self.context}_seed{self.seed}_{digest}"
+        mode = {"partial": f"partial-freeze{self.freeze_layers}", "lora": f"lora-r{self.lora_rank}"}
+        return f"{self.task}_{model}_{mode.get(self.mode, self.mode)}_{layers}_{self.context}_seed{self.seed}_{digest}"

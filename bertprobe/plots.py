@@ -1,11 +1,27 @@
-"""Plot the Table 7 comparison: our dev F1 per system next to the paper's."""
+"""Plots of result records, one function per ``bertprobe plot --kind``:
+
+* ``table7``: our dev F1 per system next to the paper's Table 7 (:func:`plot_table7`);
+* ``layers``: a probe per single layer, dev score against layer index, with fine-tuning as
+  a dashed reference line (:func:`plot_layers`, data from :func:`layer_curves`);
+* ``cost``: dev score against train time per configuration (:func:`plot_cost`, data from
+  :func:`cost_points`);
+* ``curve``: learning curves, dev score against the training fraction
+  (:func:`plot_learning_curves`, data from :func:`learning_curves`).
+
+Scores are each task's primary dev metric in percent; bands and error bars are the sample
+standard deviation over seeds (none for one seed). Every PNG is written atomically.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
+import statistics
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -13,8 +29,19 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # after choosing the backend
+from matplotlib.figure import Figure
 
-from bertprobe.table import NoRecordsError, Record, group_rows
+from bertprobe.table import (
+    FINETUNE,
+    TASK_NAMES,
+    NoRecordsError,
+    Record,
+    SectionKey,
+    differing_labels,
+    group_rows,
+    primary_score,
+    row_settings,
+)
 
 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
@@ -84,6 +111,12 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
         else "Dev F1 per system",
         fontsize=10,
     )
+    return save_atomic(figure, path)
+
+
+def save_atomic(figure: Figure, path: str | Path) -> Path:
+    """Lay out and write ``figure`` as a PNG via a temporary file renamed into place (a reader
+    never sees half a file), then close it; returns the path."""
     figure.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -98,3 +131,298 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     finally:
         plt.close(figure)
     return target
+
+
+# ----------------------------------------------------------------------------- data for the plots
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One x value of a curve: the mean primary dev score (%) over ``n`` seeds and its
+    sample std (``None`` for one seed)."""
+
+    x: float
+    mean: float
+    std: float | None
+    n: int
+
+
+@dataclass
+class Curve:
+    """A line of a plot: points of one configuration in one (model, task, data) section."""
+
+    section: SectionKey
+    label: str
+    points: list[CurvePoint]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A horizontal line: fine-tuning's mean dev score in a section."""
+
+    section: SectionKey
+    label: str
+    mean: float
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    """One table row (configuration): mean train seconds, mean dev score, mean trainable parameters."""
+
+    section: SectionKey
+    label: str
+    system: str
+    seconds: float
+    score: float
+    std: float | None
+    parameters: int | None
+    n: int
+
+
+def _point(x: float, records: Sequence[Record]) -> CurvePoint | None:
+    scores = [score for record in records if (score := primary_score(record)) is not None]
+    if not scores:
+        return None
+    return CurvePoint(x, statistics.fmean(scores), statistics.stdev(scores) if len(scores) > 1 else None, len(scores))
+
+
+def _short_model(model: str) -> str:
+    return model.rstrip("/").split("/")[-1]
+
+
+def _section_title(section: SectionKey) -> str:
+    task = TASK_NAMES.get(section.task, section.task)
+    return f"{_short_model(section.model)} · {task} ({section.metric}) · {section.data}"
+
+
+#: Strategy names that are one hidden state, as integers (``-1``: the last layer).
+_SINGLE_LAYER_NAMES = {"embeddings": "0", "last": "-1", "second_last": "-2"}
+
+
+def single_layer(record: Record) -> int | None:
+    """The hidden-state index (0 = embeddings) of a feature run that reads exactly one layer
+    (``--layers 3``, ``last``...); ``None`` for other runs and for a learned mix of one layer."""
+    config = record.get("config")
+    if not isinstance(config, dict) or config.get("mode") != "feature":
+        return None
+    resolved = record.get("layers")
+    if isinstance(resolved, dict) and isinstance(resolved.get("indices"), list):
+        indices, combine = resolved["indices"], resolved.get("combine", "concat")
+        return int(indices[0]) if len(indices) == 1 and combine != "weighted" else None
+    text = str(config.get("layers", "last")).replace(" ", "")
+    match = re.fullmatch(r"(-?\d+)(?::(concat|sum|mean))?", _SINGLE_LAYER_NAMES.get(text, text))
+    if match is None:
+        return None
+    index = int(match.group(1))
+    if index >= 0:
+        return index
+    encoder = record.get("encoder")
+    depth = encoder.get("num_layers") if isinstance(encoder, dict) else None
+    return None if depth is None else int(depth) + 1 + index
+
+
+def layer_curves(records: Iterable[Record]) -> tuple[list[Curve], list[Reference]]:
+    """Per (model, task, data) section and per setting of the single-layer feature runs (the
+    head, say): mean dev score per layer index. Plus fine-tuning's mean per row of the
+    sections that have a curve, as references."""
+    records = list(records)
+    groups: dict[tuple[SectionKey, str], dict[int, list[Record]]] = {}
+    settings_of: dict[tuple[SectionKey, str], dict[str, object]] = {}
+    for record in records:
+        layer = single_layer(record)
+        if layer is None:
+            continue
+        settings = row_settings(record, ignore=("layers",))
+        key = (SectionKey.of(record), json.dumps(settings, sort_keys=True, default=str))
+        groups.setdefault(key, {}).setdefault(layer, []).append(record)
+        settings_of[key] = settings
+    curves = []
+    for section in sorted({section for section, _ in groups}):
+        keys = sorted(key for key in groups if key[0] == section)
+        labels = differing_labels([settings_of[key] for key in keys])
+        for key, label in zip(keys, labels, strict=True):
+            points = [point for layer, same in sorted(groups[key].items()) if (point := _point(layer, same))]
+            name = f"{_short_model(section.model)} · {TASK_NAMES.get(section.task, section.task)}"
+            curves.append(Curve(section, f"{name} ({label})" if label else name, points))
+    sections = {curve.section for curve in curves}
+    finetuned = [record for record in records if (record.get("config") or {}).get("mode", FINETUNE) == FINETUNE]
+    references = []
+    for section, rows in group_rows(finetuned).items():
+        if section in sections:
+            for row in rows:
+                if row.dev_primary_mean is not None:
+                    label = f"{_short_model(section.model)} · {TASK_NAMES.get(section.task, section.task)} {row.label}"
+                    references.append(Reference(section, label, row.dev_primary_mean))
+    return curves, references
+
+
+def cost_points(records: Iterable[Record]) -> list[CostPoint]:
+    """One point per table row that has both a train time and a dev score."""
+    points = []
+    for section, rows in group_rows(records).items():
+        for row in rows:
+            seconds, score = row.train_seconds, row.dev_primary_mean
+            if not seconds or score is None:
+                continue
+            parameters = row.trainable_parameters
+            points.append(
+                CostPoint(
+                    section,
+                    row.label,
+                    row.system,
+                    statistics.fmean(seconds),
+                    score,
+                    row.dev_primary_std,
+                    round(statistics.fmean(parameters)) if parameters else None,
+                    len(row.dev_primary),
+                )
+            )
+    return points
+
+
+def learning_curves(records: Iterable[Record]) -> list[Curve]:
+    """Per table row (``train_fraction`` aside): mean dev score per training fraction; a run
+    without ``train_fraction`` trained on everything (1.0). Runs limited by
+    ``max_train_examples`` have no fraction and are left out."""
+    usable = [record for record in records if (record.get("config") or {}).get("max_train_examples") is None]
+    curves = []
+    for section, rows in group_rows(usable, ignore=("train_fraction",)).items():
+        for row in rows:
+            by_fraction: dict[float, list[Record]] = {}
+            for record in row.records:
+                fraction = (record.get("config") or {}).get("train_fraction")
+                by_fraction.setdefault(1.0 if fraction is None else float(fraction), []).append(record)
+            points = [point for fraction, same in sorted(by_fraction.items()) if (point := _point(fraction, same))]
+            if points:
+                curves.append(Curve(section, row.label, points))
+    return curves
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _band(axis, curve: Curve, color: object, marker: str = "o") -> None:
+    """The curve's means as a line with a ± std band (points with one seed add no width)."""
+    xs = [point.x for point in curve.points]
+    means = [point.mean for point in curve.points]
+    axis.plot(xs, means, marker=marker, markersize=4, color=color, label=curve.label)
+    if any(point.std is not None for point in curve.points):
+        stds = [point.std or 0.0 for point in curve.points]
+        lows = [mean - std for mean, std in zip(means, stds, strict=True)]
+        highs = [mean + std for mean, std in zip(means, stds, strict=True)]
+        axis.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+
+
+def _colors(count: int) -> list[object]:
+    cycle = plt.get_cmap("tab10")
+    return [cycle(index % 10) for index in range(count)]
+
+
+def plot_layers(records: Iterable[Record], path: str | Path) -> Path:
+    """Dev score of a probe on each single layer (x: 0 = embeddings .. L), a line per model
+    and task (band: ± sample std over seeds), fine-tuning dashed in the same colour."""
+    curves, references = layer_curves(records)
+    if not curves:
+        raise NoRecordsError("no single-layer feature runs (e.g. --layers 3) to plot")
+    sections = sorted({curve.section for curve in curves})
+    color = dict(zip(sections, _colors(len(sections)), strict=True))
+    figure, axis = plt.subplots(figsize=(8.0, 5.0))
+    markers = "osD^v<>"
+    seen: dict[SectionKey, int] = {}
+    for curve in curves:
+        index = seen[curve.section] = seen.get(curve.section, -1) + 1
+        _band(axis, curve, color[curve.section], markers[index % len(markers)])
+    for number, reference in enumerate(references):
+        axis.axhline(
+            reference.mean,
+            linestyle=("--", "-.", ":")[number % 3],
+            color=color[reference.section],
+            linewidth=1.2,
+            label=f"{reference.label}: {reference.mean:.1f}",
+        )
+    depth = max(int(point.x) for curve in curves for point in curve.points)
+    axis.set_xticks(range(depth + 1))
+    axis.set_xlabel("layer (0 = embeddings)")
+    axis.set_ylabel("dev score (%, the task's primary metric)")
+    axis.set_title("Probe per layer: mean over seeds, band ± sample std; dashed: fine-tuning", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    return save_atomic(figure, path)
+
+
+def _parameters_text(parameters: int | None) -> str:
+    if parameters is None:
+        return "? params"
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if parameters >= size:
+            return f"{parameters / size:.3g}{suffix} params"
+    return f"{parameters} params"
+
+
+def plot_cost(records: Iterable[Record], path: str | Path) -> Path:
+    """Dev score against mean train seconds (log scale), one point per configuration, one
+    panel per (model, task, data) section; marker area grows with the trainable parameters,
+    and each point is labelled with its system and parameter count."""
+    points = cost_points(records)
+    if not points:
+        raise NoRecordsError("no records with both a train time and a dev score to plot")
+    sections = sorted({point.section for point in points})
+    figure, axes = plt.subplots(len(sections), 1, figsize=(8.0, 4.8 * len(sections)), squeeze=False)
+    largest = max((point.parameters or 1) for point in points)
+    for axis, section in zip(axes[:, 0], sections, strict=True):
+        mine = [point for point in points if point.section == section]
+        for point, color in zip(mine, _colors(len(mine)), strict=True):
+            area = 30.0 + 400.0 * math.sqrt((point.parameters or 1) / largest)
+            axis.scatter([point.seconds], [point.score], s=area, color=color, alpha=0.7, edgecolors="black")
+            if point.std is not None:
+                axis.errorbar([point.seconds], [point.score], yerr=[point.std], color=color, capsize=3)
+            axis.annotate(
+                f"{point.label}\n{_parameters_text(point.parameters)}, n={point.n}",
+                (point.seconds, point.score),
+                xytext=(6, 6),
+                textcoords="offset points",
+                fontsize=7,
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel("train time (mean over seeds, s; log scale)")
+        axis.set_ylabel("dev score (%)")
+        axis.set_title(f"{_section_title(section)}: quality against cost", fontsize=9)
+        axis.grid(alpha=0.3, which="both")
+        axis.margins(x=0.3, y=0.15)
+    return save_atomic(figure, path)
+
+
+def plot_learning_curves(records: Iterable[Record], path: str | Path) -> Path:
+    """Dev score against the training fraction (log scale), a line per system, one panel per
+    (model, task, data) section that has runs on a fraction; band ± sample std over seeds.
+    Full-data runs of the other systems in such a section show as single points."""
+    curves = learning_curves(records)
+    sections = sorted({curve.section for curve in curves if any(point.x < 1.0 for point in curve.points)})
+    if not sections:
+        raise NoRecordsError(
+            "no learning-curve runs (--train-fraction below 1) to plot; runs with --max-train-examples are left out"
+        )
+    figure, axes = plt.subplots(len(sections), 1, figsize=(8.0, 4.8 * len(sections)), squeeze=False)
+    for axis, section in zip(axes[:, 0], sections, strict=True):
+        mine = [curve for curve in curves if curve.section == section]
+        for curve, color in zip(mine, _colors(len(mine)), strict=True):
+            _band(axis, curve, color)
+        fractions = sorted({point.x for curve in mine for point in curve.points})
+        axis.set_xscale("log")
+        axis.set_xticks(fractions)
+        axis.set_xticklabels([f"{fraction:g}" for fraction in fractions])
+        axis.set_xlabel("fraction of the training set (log scale)")
+        axis.set_ylabel("dev score (%)")
+        axis.set_title(f"{_section_title(section)}: learning curves (band ± sample std)", fontsize=9)
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=7, loc="best")
+    return save_atomic(figure, path)
+
+
+#: ``bertprobe plot --kind`` -> the function that draws it.
+PLOTS: dict[str, Callable[[Iterable[Record], str | Path], Path]] = {
+    "table7": plot_table7,
+    "layers": plot_layers,
+    "cost": plot_cost,
+    "curve": plot_learning_curves,
+}

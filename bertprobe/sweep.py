@@ -92,5 +92,27 @@ def run_sweep(
             continue
         from bertprobe.train import run
 
-        run(replace(config))
+        run(replace(config, resume=True))  # an interrupted run continues from its checkpoint
     return paths
+
+
+def layer_probe_experiment(
+    model: str,
+    depth: int,
+    base: dict[str, object],
+    seeds: list[int],
+    with_finetune: bool = False,
+    probe: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """An experiment (as :func:`run_sweep` takes it) that probes every hidden state of a
+    ``depth``-layer model on its own: feature rows with layers ``"0"`` (embeddings) to
+    ``str(depth)``, then, if asked, a fine-tuning row as the reference. ``base`` applies to
+    every row, ``probe`` (head, learning rate...) to the feature rows only. The rows share
+    one frozen-feature cache holding all ``depth + 1`` layers, so the encoder runs once."""
+    if depth < 1:
+        raise ConfigError(f"a model to probe needs at least one Transformer layer, not {depth}")
+    feature = {**(probe or {}), "mode": "feature"}
+    runs: list[dict[str, object]] = [{**feature, "layers": str(layer)} for layer in range(depth + 1)]
+    if with_finetune:
+        runs.append({"mode": "finetune"})
+    return {"name": "probe-layers", "base": {**base, "model": model}, "seeds": list(seeds), "runs": runs}

@@ -16,7 +16,14 @@ bar. Two rows of the same system that differ in a setting (a hyper-parameter gri
 are told apart by the differing values, e.g. ``Fine-tuning (lr=3e-05)``.
 
 The paper's numbers are BERT-base's on CoNLL-2003; they are shown for every model of a
-``conll2003`` section as the reference, and for no other task.
+``conll2003`` section as the reference, and for no other task (and for fine-tuning and
+feature rows only: partial fine-tuning, ``Partial (freeze K lowest)``, and ``LoRA (r=R)``
+rows have none).
+
+A second layout, ``tasks`` (:func:`render_tasks_markdown`, :func:`render_tasks_csv`), puts
+the systems of one model side by side across tasks ("tune or not"): each cell is the task's
+own primary dev metric (``record["task"]["primary_metric"]``: accuracy, F1, MCC...), with a
+cost table (trainable parameters, train time, examples/s, peak memory) below.
 """
 
 from __future__ import annotations
@@ -31,14 +38,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FINETUNE = "finetune"
+LORA = "lora"
+#: System key of partial fine-tuning: ``partial:K`` froze the embeddings and the K lowest layers.
+PARTIAL_PREFIX = "partial:"
 
 #: Configuration values that do not change what a run measures: they never split a row.
 #: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
-#: (``feature_cache``, ``cache_layers`` and ``check_loss_every`` are also left out of the
-#: run name's hash in :meth:`bertprobe.config.RunConfig.run_name` for the same reason).
+#: (checkpointing, resuming, tracking, compiling; they are also left out of the run name's
+#: hash in :meth:`bertprobe.config.RunConfig.run_name` for the same reason).
 IGNORED_CONFIG_KEYS = frozenset(
-    {"seed", "output_dir", "cache_dir", "save_predictions", "tags", "feature_cache", "cache_layers", "check_loss_every"}
-)
+    {
+        "seed", "output_dir", "cache_dir", "save_predictions", "tags", "feature_cache", "cache_layers",
+        "check_loss_every", "checkpoint", "resume", "report_to", "compile",
+    }
+)  # fmt: skip
 
 #: The paper's Table 7 rows in the paper's order: system key -> display name.
 SYSTEM_NAMES: dict[str, str] = {
@@ -65,6 +78,52 @@ PAPER_DEV_F1: dict[str, float] = {
     "allweighted": 95.5,
     "last4sum": 95.9,
 }
+
+#: Options added since the first records were written, with the value a record without them
+#: ran with: a missing key counts as this value, so old and new records of one setting share
+#: a row. (Kept in step with :class:`bertprobe.config.RunConfig`'s defaults by a test.)
+ADDED_OPTION_DEFAULTS: dict[str, object] = {
+    "pooling": "first",
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
+    "lora_dropout": 0.1,
+    "layer_lr_decay": 1.0,
+    "optimizer": "adamw",
+    "momentum": 0.9,
+    "gradient_accumulation_steps": 1,
+}
+
+#: Options that only act in some modes (or with some optimizer): elsewhere they never split a row.
+_MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "lora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"),
+    "partial": ("freeze_layers",),
+}
+
+#: Options that say which task and data a run used: in the tasks layout they pick the
+#: column, never the row.
+TASK_IDENTITY_KEYS = frozenset(
+    {
+        "task", "data_dir", "hub_dataset", "train_file", "validation_file", "test_file", "text_columns",
+        "label_column", "regression",
+    }
+)  # fmt: skip
+
+#: Display names of tasks and metrics for the tasks layout's column headings, in column order.
+TASK_NAMES: dict[str, str] = {
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "rte": "RTE",
+    "cola": "CoLA",
+    "stsb": "STS-B",
+    "qnli": "QNLI",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "wnli": "WNLI",
+    "conll2003": "CoNLL-2003",
+    "conll": "CoNLL",
+    "custom": "Custom",
+}
+METRIC_NAMES: dict[str, str] = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r"}
 
 #: The paper reports test F1 for fine-tuning only.
 PAPER_TEST_F1: dict[str, float] = {FINETUNE: 92.4}
@@ -159,16 +218,53 @@ def load_records(directory: str | Path) -> list[Record]:
 
 
 def system_key(record: Record) -> str:
-    """``finetune`` for fine-tuning; the layer strategy's name for a feature-based run."""
+    """``finetune``; ``partial:K`` (K lowest layers frozen); ``lora``; or, for a feature-based
+    run, the layer strategy's name."""
     config = _config(record)
-    if config.get("mode", FINETUNE) == FINETUNE:
+    mode = config.get("mode", FINETUNE)
+    if mode == FINETUNE:
         return FINETUNE
+    if mode == "partial":
+        return f"{PARTIAL_PREFIX}{config.get('freeze_layers')}"
+    if mode == LORA:
+        return LORA
     strategy = str(config.get("layers", "last"))
     return _STRATEGY_SPECS.get(strategy.replace(" ", ""), strategy)
 
 
-def system_name(key: str) -> str:
+def is_feature_system(key: str) -> bool:
+    """Whether a system key names a frozen-feature strategy (not an encoder-training mode)."""
+    return key not in (FINETUNE, LORA) and not key.startswith(PARTIAL_PREFIX)
+
+
+def system_name(key: str, lora_ranks: Iterable[object] = ()) -> str:
+    """Display name of a system; LoRA's names the adapters' rank(s) when given."""
+    if key.startswith(PARTIAL_PREFIX):
+        return f"Partial (freeze {key[len(PARTIAL_PREFIX) :]} lowest)"
+    if key == LORA:
+        ranks = "/".join(sorted({str(rank) for rank in lora_ranks}, key=lambda text: (len(text), text)))
+        return f"LoRA (r={ranks})" if ranks else "LoRA"
+    if key.lstrip("-").isdigit():
+        return f"Layer {key}"  # a single hidden state, e.g. one point of `bertprobe probe-layers`
     return SYSTEM_NAMES.get(key, f"Feature: {key}")
+
+
+def _lora_ranks(records: Iterable[Record]) -> list[object]:
+    return [_config(record).get("lora_rank", ADDED_OPTION_DEFAULTS["lora_rank"]) for record in records]
+
+
+def _system_rank(key: str) -> tuple[int, int, str]:
+    """Sort key of systems: fine-tuning, partial (fewest frozen first), LoRA, the paper's
+    feature rows in its order, then other strategies by name."""
+    if key == FINETUNE:
+        return 0, 0, ""
+    if key.startswith(PARTIAL_PREFIX):
+        frozen = key[len(PARTIAL_PREFIX) :]
+        return 1, int(frozen) if frozen.isdigit() else 1_000_000, frozen
+    if key == LORA:
+        return 2, 0, ""
+    names = list(SYSTEM_NAMES)
+    return 3, names.index(key) if key in names else len(names), key
 
 
 def data_source(record: Record) -> str:
@@ -179,14 +275,43 @@ def data_source(record: Record) -> str:
     return str(config.get("data_dir") or f"hub:{config.get('hub_dataset', '?')}")
 
 
+def primary_metric(record: Record) -> str:
+    """The task's primary dev metric as the record names it; ``f1`` for records written
+    before records named it (CoNLL tagging only)."""
+    task = record.get("task")
+    if isinstance(task, dict) and task.get("primary_metric"):
+        return str(task["primary_metric"])
+    return "f1"
+
+
+def primary_score(record: Record, split: str = "dev") -> float | None:
+    """The primary metric on ``split`` in percent (x100), or ``None`` when not recorded."""
+    metrics = record.get("metrics")
+    scores = metrics.get(split) if isinstance(metrics, dict) else None
+    value = scores.get(primary_metric(record)) if isinstance(scores, dict) else None
+    return None if value is None else 100.0 * float(value)
+
+
+def train_examples(record: Record) -> int | None:
+    """Training examples per epoch: windows for tagging tasks, examples for sequence tasks."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    windows = data.get("windows")
+    if isinstance(windows, dict) and windows.get("train") is not None:
+        return int(windows["train"])
+    return None if data.get("examples_trained") is None else int(data["examples_trained"])
+
+
 @dataclass(frozen=True, order=True)
 class SectionKey:
-    """What must be equal for records to share a table: the model and the data."""
+    """What must be equal for records to share a table: the model, the data and the metric."""
 
     model: str
     task: str
     data: str
     context: str
+    metric: str = "f1"
 
     @classmethod
     def of(cls, record: Record) -> SectionKey:
@@ -196,6 +321,7 @@ class SectionKey:
             task=str(config.get("task", "?")),
             data=data_source(record),
             context=str(config.get("context", "?")),
+            metric=primary_metric(record),
         )
 
 
@@ -210,9 +336,12 @@ class Row:
     label_settings: str = ""
 
     @property
+    def name(self) -> str:
+        return system_name(self.system, _lora_ranks(self.records) if self.system == LORA else ())
+
+    @property
     def label(self) -> str:
-        name = system_name(self.system)
-        return f"{name} ({self.label_settings})" if self.label_settings else name
+        return f"{self.name} ({self.label_settings})" if self.label_settings else self.name
 
     @property
     def dev_f1(self) -> list[float]:
@@ -230,6 +359,19 @@ class Row:
     def dev_f1_std(self) -> float | None:
         """Sample standard deviation over seeds (ddof=1); ``None`` with fewer than two."""
         return _std(self.dev_f1)
+
+    @property
+    def dev_primary(self) -> list[float]:
+        """Each seed's primary dev metric (the task's own: accuracy, F1, MCC...) in percent."""
+        return [score for record in self.records if (score := primary_score(record)) is not None]
+
+    @property
+    def dev_primary_mean(self) -> float | None:
+        return _mean(self.dev_primary)
+
+    @property
+    def dev_primary_std(self) -> float | None:
+        return _std(self.dev_primary)
 
     @property
     def seeds(self) -> list[object]:
@@ -265,6 +407,31 @@ class Row:
             if isinstance(timing, dict) and timing.get("train_seconds") is not None:
                 values.append(float(timing["train_seconds"]))
         return values
+
+    @property
+    def examples_per_second(self) -> list[float]:
+        """Per seed: training examples (windows) x epochs / train seconds."""
+        values = []
+        for record in self.records:
+            timing, examples = record.get("time"), train_examples(record)
+            seconds = timing.get("train_seconds") if isinstance(timing, dict) else None
+            epochs = _config(record).get("epochs")
+            if examples is not None and seconds and isinstance(epochs, int):
+                values.append(examples * epochs / float(seconds))
+        return values
+
+    @property
+    def peak_memory(self) -> tuple[str, int] | None:
+        """The largest peak over seeds: GPU memory where recorded, else the process's RSS."""
+        for key, kind in (("cuda_max_allocated_bytes", "GPU"), ("process_max_rss_bytes", "RSS")):
+            peaks = [
+                int(memory[key])
+                for record in self.records
+                if isinstance(memory := record.get("memory"), dict) and memory.get(key) is not None
+            ]
+            if peaks:
+                return kind, max(peaks)
+        return None
 
     def layer_weights(self) -> tuple[dict[int, float], float | None, int] | None:
         """Mean softmax weight per layer index and mean gamma over the seeds that learned
@@ -311,29 +478,47 @@ def _std(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
-def _row_settings(record: Record, system: str) -> dict[str, object]:
+def row_settings(record: Record, system: str | None = None, ignore: Iterable[str] = ()) -> dict[str, object]:
+    """The configuration values that make a row: all but :data:`IGNORED_CONFIG_KEYS` and
+    ``ignore``, with options added since old records filled in, unset (``None``) options
+    and options of other modes left out."""
     config = _config(record)
-    settings = {key: value for key, value in sorted(config.items()) if key not in IGNORED_CONFIG_KEYS}
-    if system == FINETUNE:
-        settings.pop("layers", None)  # fine-tuning always uses the last layer, whatever --layers says
-    else:
+    system = system_key(record) if system is None else system
+    skipped = set(IGNORED_CONFIG_KEYS) | set(ignore)
+    mode = str(config.get("mode", FINETUNE))
+    for other, keys in _MODE_OPTIONS.items():
+        if other != mode:
+            skipped |= set(keys)
+    values = {**ADDED_OPTION_DEFAULTS, **config}
+    if values.get("optimizer") != "sgd":
+        skipped.add("momentum")  # only SGD has momentum
+    settings = {key: value for key, value in sorted(values.items()) if key not in skipped and value is not None}
+    if not is_feature_system(system):
+        settings.pop("layers", None)  # the encoder-training modes always use the last layer, whatever --layers says
+    elif "layers" not in skipped:
         settings["layers"] = system  # a spelled-out named strategy joins the named row
     return settings
 
 
-def _order(row: Row) -> tuple[int, str, str]:
-    names = list(SYSTEM_NAMES)
-    rank = names.index(row.system) if row.system in names else len(names)
-    return rank, row.system, row.label_settings
+def _order(row: Row) -> tuple[tuple[int, int, str], float, str]:
+    """Systems in :func:`_system_rank` order; LoRA rows by rank; then by their labels."""
+    return _system_rank(row.system), _lora_rank_order(row.system, row.settings), row.label_settings
 
 
-def group_rows(records: Iterable[Record]) -> dict[SectionKey, list[Row]]:
-    """Sections (sorted) of rows (in the paper's order, then other strategies by name)."""
+def _lora_rank_order(system: str, settings: dict[str, object]) -> float:
+    rank = settings.get("lora_rank") if system == LORA else None
+    return float(rank) if isinstance(rank, (int, float)) else 0.0
+
+
+def group_rows(records: Iterable[Record], ignore: Iterable[str] = ()) -> dict[SectionKey, list[Row]]:
+    """Sections (sorted) of rows (in the paper's order, then other strategies by name).
+    Configuration keys in ``ignore`` do not split rows either (a plot's x-axis, say)."""
+    ignore = tuple(ignore)
     rows: dict[tuple[SectionKey, str, str], Row] = {}
     for record in records:
         section, system = SectionKey.of(record), system_key(record)
-        settings = _row_settings(record, system)
-        key = (section, system, json.dumps(settings, sort_keys=True, default=str))
+        settings = row_settings(record, system, ignore)
+        key = (section, system, _dumps(settings))
         rows.setdefault(key, Row(section, system, settings)).records.append(record)
 
     sections: dict[SectionKey, list[Row]] = {}
@@ -345,18 +530,30 @@ def group_rows(records: Iterable[Record]) -> dict[SectionKey, list[Row]]:
     return dict(sorted(sections.items()))
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def differing_labels(settings: Sequence[dict[str, object]], skip: Iterable[str] = ()) -> list[str]:
+    """For each settings dict, ``key=value, ...`` of the keys whose values differ between them."""
+    skip = set(skip)
+    keys = sorted({key for values in settings for key in values} - skip)
+    differing = [key for key in keys if len({_dumps(values.get(key)) for values in settings}) > 1]
+    return [", ".join(f"{key}={_plain(values.get(key))}" for key in differing) for values in settings]
+
+
 def _label_settings(rows: list[Row]) -> None:
-    """Rows of one system that differ in a setting are labelled with the differing values."""
+    """Rows of one system that differ in a setting are labelled with the differing values
+    (LoRA's rank is in its name already)."""
     by_system: dict[str, list[Row]] = {}
     for row in rows:
         by_system.setdefault(row.system, []).append(row)
-    for same in by_system.values():
+    for system, same in by_system.items():
         if len(same) < 2:
             continue
-        keys = sorted({key for row in same for key in row.settings})
-        differing = [key for key in keys if len({json.dumps(row.settings.get(key), default=str) for row in same}) > 1]
-        for row in same:
-            row.label_settings = ", ".join(f"{key}={_plain(row.settings.get(key))}" for key in differing)
+        skip = ("lora_rank",) if system == LORA else ()
+        for row, label in zip(same, differing_labels([row.settings for row in same], skip), strict=True):
+            row.label_settings = label
 
 
 def _plain(value: object) -> str:
@@ -510,12 +707,287 @@ def csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
 
 def render_csv(records: Iterable[Record]) -> str:
     """Same rows as :func:`render_markdown`, unformatted numbers, empty cells where undefined."""
-    rows = csv_rows(records)
+    return _write_csv(csv_rows(records), CSV_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- tasks layout
+#
+# "Tune or not": one section per model; a row per system (fine-tuning, partial, LoRA, each
+# feature strategy), a column per task. A column is a (task, data source, primary metric):
+# two data sources of one task are two columns, never averaged together. A cell averages
+# the seeds of one system on one task; the settings that differ between the records of
+# one system on one task split the system into labelled rows, so a cell never mixes them.
+
+TASKS_MARKDOWN_COST_COLUMNS = (
+    "System",
+    "Task",
+    "Trainable params",
+    "Train time (mean, s)",
+    "Train examples/s",
+    "Peak memory (MiB)",
+)
+
+TASKS_CSV_COLUMNS = (
+    "model",
+    "task",
+    "data",
+    "metric",
+    "column",
+    "system",
+    "strategy",
+    "settings",
+    "dev_mean",
+    "dev_std",
+    "seeds",
+    "seed_values",
+    "trainable_parameters",
+    "train_seconds_mean",
+    "train_examples_per_second",
+    "peak_memory_bytes",
+    "peak_memory_kind",
+)
+
+#: Options that change how much training data a run saw: unless every run of the model has
+#: the same value (then stated under the table), they split and label a system's rows
+#: wherever set, so a learning-curve point never passes for a full run.
+_DATA_AMOUNT_KEYS = ("train_fraction", "max_train_examples")
+
+
+@dataclass(frozen=True, order=True)
+class TaskColumn:
+    """A column of the tasks layout: one task on one data source, scored by its primary metric."""
+
+    task: str
+    data: str
+    metric: str
+
+    def order(self) -> tuple[int, str, str, str]:
+        names = list(TASK_NAMES)
+        return names.index(self.task) if self.task in names else len(names), self.task, self.data, self.metric
+
+
+@dataclass
+class TaskRow:
+    """One system (with the settings that tell it apart on some task) across tasks: a
+    :class:`Row` of seeds per task column."""
+
+    system: str
+    settings: dict[str, object]
+    cells: dict[TaskColumn, Row] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[Record]:
+        return [record for cell in self.cells.values() for record in cell.records]
+
+    @property
+    def label(self) -> str:
+        name = system_name(self.system, _lora_ranks(self.records) if self.system == LORA else ())
+        shown = {key: value for key, value in self.settings.items() if not (self.system == LORA and key == "lora_rank")}
+        details = ", ".join(f"{key}={_plain(value)}" for key, value in shown.items())
+        return f"{name} ({details})" if details else name
+
+
+@dataclass
+class TaskSection:
+    """Every record of one model: its task columns (in :data:`TASK_NAMES` order) and rows."""
+
+    model: str
+    columns: list[TaskColumn]
+    rows: list[TaskRow]
+    #: Data-amount options (:data:`_DATA_AMOUNT_KEYS`) set to one value in every run of the model.
+    common: dict[str, object] = field(default_factory=dict)
+
+    def column_label(self, column: TaskColumn) -> str:
+        """``SST-2 acc``; with the data source appended when the task has more than one."""
+        name = f"{TASK_NAMES.get(column.task, column.task)} {METRIC_NAMES.get(column.metric, column.metric)}"
+        sources = {other.data for other in self.columns if other.task == column.task}
+        return f"{name} [{column.data}]" if len(sources) > 1 else name
+
+    @property
+    def record_count(self) -> int:
+        return sum(len(row.records) for row in self.rows)
+
+
+def task_column(record: Record) -> TaskColumn:
+    return TaskColumn(str(_config(record).get("task", "?")), data_source(record), primary_metric(record))
+
+
+def group_tasks(records: Iterable[Record]) -> list[TaskSection]:
+    """One :class:`TaskSection` per model (sorted by model name)."""
+    by_model: dict[str, list[Record]] = {}
+    for record in records:
+        by_model.setdefault(str(_config(record).get("model", "?")), []).append(record)
+    sections = []
+    for model, model_records in sorted(by_model.items()):
+        entries = []
+        for record in model_records:
+            system = system_key(record)
+            entries.append((record, system, task_column(record), row_settings(record, system, TASK_IDENTITY_KEYS)))
+        every = [settings for *_, settings in entries]
+        uniform = {key for key in _DATA_AMOUNT_KEYS if len({_dumps(settings.get(key)) for settings in every}) == 1}
+        common = {key: every[0][key] for key in sorted(uniform) if every[0].get(key) is not None}
+        splitting = _splitting_keys([(system, column, settings) for _, system, column, settings in entries], uniform)
+        rows: dict[tuple[str, str], TaskRow] = {}
+        for record, system, column, settings in entries:
+            distinguishing = {key: settings.get(key) for key in sorted(splitting[system])}
+            row = rows.setdefault((system, _dumps(distinguishing)), TaskRow(system, distinguishing))
+            row.cells.setdefault(column, Row(SectionKey.of(record), system, settings)).records.append(record)
+        ordered = sorted(rows.values(), key=_task_row_order)
+        columns = sorted({column for row in ordered for column in row.cells}, key=TaskColumn.order)
+        sections.append(TaskSection(model, columns, ordered, common))
+    return sections
+
+
+def _task_row_order(row: TaskRow) -> tuple[tuple[int, int, str], float, str]:
+    return _system_rank(row.system), _lora_rank_order(row.system, row.settings), _dumps(row.settings)
+
+
+def _splitting_keys(
+    entries: Sequence[tuple[str, TaskColumn, dict[str, object]]], uniform: Iterable[str] = ()
+) -> dict[str, set[str]]:
+    """Per system: the settings that differ between its records of one task column, and the
+    data-amount options wherever any of its records set them (but those in ``uniform``)."""
+    forced = set(_DATA_AMOUNT_KEYS) - set(uniform)
+    groups: dict[tuple[str, TaskColumn], list[dict[str, object]]] = {}
+    for system, column, settings in entries:
+        groups.setdefault((system, column), []).append(settings)
+    splitting: dict[str, set[str]] = {}
+    for (system, _), group in groups.items():
+        keys = splitting.setdefault(system, set())
+        for key in {key for settings in group for key in settings}:
+            if len({_dumps(settings.get(key)) for settings in group}) > 1 or key in forced:
+                keys.add(key)
+    return splitting
+
+
+def _format_cell(row: Row | None) -> str:
+    if row is None or not row.dev_primary:
+        return "—"
+    return f"{_format_mean_std(row.dev_primary)} (n={len(row.dev_primary)})"
+
+
+def _format_memory(peak: tuple[str, int] | None) -> str:
+    return "—" if peak is None else f"{peak[1] / 2**20:,.0f} {peak[0]}"
+
+
+def _cross_task_notes(section: TaskSection) -> list[str]:
+    """Settings of one row that differ between its task columns (epochs per task, say)."""
+    notes = []
+    for row in section.rows:
+        if len(row.cells) < 2:
+            continue
+        columns = sorted(row.cells, key=TaskColumn.order)
+        labels = differing_labels([row.cells[column].settings for column in columns])
+        if any(labels):
+            parts = "; ".join(
+                f"{section.column_label(column)}: {label}" for column, label in zip(columns, labels, strict=True)
+            )
+            notes.append(f"- {row.label}: {parts}")
+    if not notes:
+        return []
+    return ["", "Settings that differ between the tasks of one row:", "", *notes]
+
+
+def render_tasks_markdown(records: Iterable[Record]) -> str:
+    """Per model: the primary dev score of every system on every task, then the cost of each
+    (system, task): trainable parameters, train time, throughput and peak memory."""
+    sections = group_tasks(records)
+    if not sections:
+        raise NoRecordsError("no result records to tabulate")
+    blocks = []
+    for section in sections:
+        count = section.record_count
+        lines = [f"## Model `{section.model}` · {count} record{'s' if count != 1 else ''}", ""]
+        header = ["System", *(section.column_label(column) for column in section.columns)]
+        body = [
+            [row.label, *(_format_cell(row.cells.get(column)) for column in section.columns)] for row in section.rows
+        ]
+        lines += _markdown_table(header, body)
+        lines += [
+            "",
+            "Each task's primary dev metric in %: mean ± sample std (ddof=1) over n seeds; `n/a`: one seed; "
+            "`—`: not run. A task with several data sources has a column per source.",
+        ]
+        if section.common:
+            common = ", ".join(f"{key}={_plain(value)}" for key, value in section.common.items())
+            lines += ["", f"Every run: {common}."]
+        lines += _cross_task_notes(section)
+        cost = [
+            [
+                row.label,
+                section.column_label(column),
+                _format_parameters(cell.trainable_parameters),
+                _format_optional(_mean(cell.train_seconds), ".1f"),
+                _format_optional(_mean(cell.examples_per_second), ",.1f"),
+                _format_memory(cell.peak_memory),
+            ]
+            for row in section.rows
+            for column in section.columns
+            if (cell := row.cells.get(column)) is not None
+        ]
+        lines += [
+            "",
+            "Cost per system and task (means over seeds; examples/s: training examples (windows) x epochs / "
+            "train seconds; peak memory: the largest over seeds, GPU where recorded, else the process's RSS):",
+            "",
+            *_markdown_table(TASKS_MARKDOWN_COST_COLUMNS, cost),
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
+    """One row per (model, system, task column), plain values (scores in %, ``None`` where undefined)."""
+    out = []
+    for section in group_tasks(records):
+        for row in section.rows:
+            for column in section.columns:
+                cell = row.cells.get(column)
+                if cell is None:
+                    continue
+                parameters, peak = cell.trainable_parameters, cell.peak_memory
+                out.append(
+                    {
+                        "model": section.model,
+                        "task": column.task,
+                        "data": column.data,
+                        "metric": column.metric,
+                        "column": section.column_label(column),
+                        "system": row.label,
+                        "strategy": row.system,
+                        "settings": ", ".join(f"{key}={_plain(value)}" for key, value in row.settings.items()),
+                        "dev_mean": cell.dev_primary_mean,
+                        "dev_std": cell.dev_primary_std,
+                        "seeds": len(cell.records),
+                        "seed_values": ";".join(_plain(seed) for seed in cell.seeds),
+                        "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
+                        "train_seconds_mean": _mean(cell.train_seconds),
+                        "train_examples_per_second": _mean(cell.examples_per_second),
+                        "peak_memory_bytes": None if peak is None else peak[1],
+                        "peak_memory_kind": None if peak is None else peak[0],
+                    }
+                )
+    return out
+
+
+def render_tasks_csv(records: Iterable[Record]) -> str:
+    """The tasks layout in long form: a line per (model, system, task), empty cells where undefined."""
+    return _write_csv(tasks_csv_rows(records), TASKS_CSV_COLUMNS)
+
+
+def _write_csv(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
     if not rows:
         raise NoRecordsError("no result records to tabulate")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
     return buffer.getvalue()
+
+
+#: The table layouts of ``bertprobe table --layout``: name -> (Markdown renderer, CSV renderer).
+LAYOUTS = {
+    "table7": (render_markdown, render_csv),
+    "tasks": (render_tasks_markdown, render_tasks_csv),
+}

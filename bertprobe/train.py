@@ -12,15 +12,26 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.logging import get_logger
 from torch.utils.data import DataLoader, Dataset
 
+from bertprobe.adaptation import adapt_encoder
 from bertprobe.batching import FeatureCollator, LengthGroupedBatches, WindowCollator, WindowDataset
+from bertprobe.checkpoint import (
+    TrainingProgress,
+    checkpoint_root,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
+)
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.encoder import describe, freeze, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
 from bertprobe.layers import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
+from bertprobe.optim import build_optimizer, describe_optimizer
 from bertprobe.progress import progress_bar
 from bertprobe.results import (
     command_line,
@@ -35,6 +46,8 @@ from bertprobe.tasks.base import Task, select_training_examples
 
 __all__ = ["NonFiniteLossError", "run", "select_training_examples"]
 
+logger = get_logger(__name__)
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -46,25 +59,6 @@ def count_parameters(*modules: torch.nn.Module | None) -> dict[str, int]:
         "trainable": sum(p.numel() for p in params if p.requires_grad),
         "total": sum(p.numel() for p in params),
     }
-
-
-def build_optimizer(model: torch.nn.Module, config: RunConfig, total_steps: int):
-    """AdamW without weight decay on biases, norms and the scalar mix; linear warm-up/decay."""
-    from transformers import get_linear_schedule_with_warmup
-
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        exempt = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or ".mix." in name
-        (no_decay if exempt else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
-    return optimizer, scheduler
 
 
 def make_loaders(config: RunConfig, task: Task, inputs: dict[str, Dataset], collate) -> tuple[DataLoader, dict]:
@@ -144,7 +138,15 @@ def run(config: RunConfig) -> dict[str, object]:
     # Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
     # machine with no accelerator asks for it: `accelerate launch --multi_gpu
     # --num_processes N` then trains data-parallel on CPU cores, as it would on GPUs.
-    accelerator = Accelerator(cpu=not _has_accelerator())
+    _forget_previous_accelerator()
+    accelerator = Accelerator(
+        cpu=not _has_accelerator(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False,  # the loop steps it once per optimizer step
+        log_with=config.report_to,
+        project_dir=str(Path(config.output_dir) / "tensorboard") if config.report_to else None,
+    )
     set_seed(config.seed)
     started = time.perf_counter()
 
@@ -164,6 +166,9 @@ def run(config: RunConfig) -> dict[str, object]:
     encoder_digest = weights_digest(encoder) if frozen else None
     if frozen:
         freeze(encoder)
+    # partial: freeze the embeddings and lowest layers; lora: freeze all, add adapters. The
+    # encoder stays in the graph and in train mode; frozen weights just have no gradient.
+    adaptation = adapt_encoder(encoder, config, info)
     timings: dict[str, float] = {"setup_seconds": time.perf_counter() - started}
 
     cache_info = None
@@ -182,59 +187,91 @@ def run(config: RunConfig) -> dict[str, object]:
     )  # fmt: skip
     model = ProbeModel(probe_encoder, layers, head, frozen_encoder=frozen, pooling=task.pooling)
     parameters = count_parameters(model, encoder)
+    if adaptation.adapter_trainable is not None:
+        parameters["adapter_trainable"] = adaptation.adapter_trainable
 
     train_loader, eval_loaders = make_loaders(config, task, inputs, collate)
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
-    optimizer, scheduler = build_optimizer(model, config, steps_per_epoch * config.epochs)
+    # Optimizer steps per process: each process sees 1/N of the batches, and takes one
+    # step per `gradient_accumulation_steps` of them. The scheduler steps with the optimizer.
+    batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(batches_per_process / config.gradient_accumulation_steps)
+    optimizer, scheduler = build_optimizer(
+        model, config, steps_per_epoch * config.epochs, adaptation.parts, accelerator.device
+    )
+    optimizer_info = describe_optimizer(optimizer)
+    if config.compile:
+        model = torch.compile(model, dynamic=True)
+    train_sampler = train_loader.batch_sampler
     model, optimizer, train_loader, scheduler, *eval_list = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
     eval_loaders = dict(zip(eval_loaders, eval_list, strict=True))
 
+    checkpoints = checkpoint_root(config.output_dir, config.run_name())
+    progress = TrainingProgress()
+    resumed_from = latest_checkpoint(checkpoints) if config.resume else None
+    if resumed_from is not None:
+        progress = load_checkpoint(accelerator, resumed_from)
+        logger.info(f"resumed from {resumed_from} (epoch {progress.epoch} of {config.epochs} done)")
+    elif config.resume:
+        logger.info(f"--resume: no checkpoint under {checkpoints}; starting from the beginning")
+    if config.report_to:
+        accelerator.init_trackers(config.run_name(), config=_tracker_config(config))
+
     metric = task.primary_metric
-    history: list[dict[str, object]] = []
-    best_score, best_epoch, best_state, best_dev = -math.inf, 0, None, None
-    train_seconds = eval_seconds = 0.0
-    step = 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
+        # the batch order of an epoch depends only on (seed, epoch): a resumed run sees
+        # the same batches as an uninterrupted one
+        train_loader.set_epoch(epoch - 1)
+        train_sampler.set_epoch(epoch - 1)
         loss_sum = torch.zeros((), device=accelerator.device)
-        progress = progress_bar(train_loader, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
-        for batch in progress:
-            loss = row_loss(model(batch), batch["labels"], batch["word_mask"], task.is_regression)
-            accelerator.backward(loss)
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        batches = progress_bar(train_loader, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = row_loss(model(batch), batch["labels"], batch["word_mask"], task.is_regression)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()  # no .item(): the loop never waits for the device
-            step += 1
-            if step % config.check_loss_every == 0:
-                _check_finite(loss_sum, epoch, step, config)
-        _check_finite(loss_sum, epoch, step, config)
-        train_seconds += time.perf_counter() - epoch_started
+            progress.step += 1
+            if progress.step % config.check_loss_every == 0:
+                _check_finite(loss_sum, epoch, progress.step, config)
+        _check_finite(loss_sum, epoch, progress.step, config)
+        progress.train_seconds += time.perf_counter() - epoch_started
 
         eval_started = time.perf_counter()
         dev_scores, dev_predicted = evaluate(model, eval_loaders["validation"], accelerator, task, "validation")
-        eval_seconds += time.perf_counter() - eval_started
-        mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(len(train_loader), 1)
-        history.append({"epoch": epoch, "train_loss": mean_loss, f"dev_{metric}": dev_scores[metric]})
-        accelerator.print(
+        progress.eval_seconds += time.perf_counter() - eval_started
+        mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(batches_per_process, 1)
+        progress.history.append({"epoch": epoch, "train_loss": mean_loss, f"dev_{metric}": dev_scores[metric]})
+        logger.info(
             f"epoch {epoch}/{config.epochs}  train loss {mean_loss:.4f}  dev {metric} {100 * dev_scores[metric]:.2f}"
             f"  ({time.perf_counter() - epoch_started:.0f}s)"
         )
-        if dev_scores[metric] > best_score:
-            best_score, best_epoch, best_dev = dev_scores[metric], epoch, (dev_scores, dev_predicted)
-            best_state = {
+        if config.report_to:
+            accelerator.log({"train/loss": mean_loss, f"dev/{metric}": dev_scores[metric]}, step=epoch)
+        if dev_scores[metric] > progress.best_score:
+            progress.best_score, progress.best_epoch = dev_scores[metric], epoch
+            progress.best_dev = (dev_scores, dev_predicted)
+            progress.best_state = {
                 name: tensor.detach().cpu().clone()
-                for name, tensor in accelerator.unwrap_model(model).state_dict().items()
+                for name, tensor in _state_dict(accelerator, model).items()
                 if not (frozen and name.startswith("encoder."))
             }
+        progress.epoch = epoch
+        if config.checkpoint and epoch < config.epochs:
+            save_checkpoint(accelerator, checkpoints, progress)
 
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(best_state, strict=False)
+    history, best_epoch, best_dev = progress.history, progress.best_epoch, progress.best_dev
+    train_seconds, eval_seconds = progress.train_seconds, progress.eval_seconds
+    unwrapped = _unwrap(accelerator, model)
+    unwrapped.load_state_dict(progress.best_state, strict=False)
     final = {"validation": best_dev[0]}  # the best epoch's dev scores: same weights, no second pass
     predicted = {"validation": best_dev[1]}
     eval_started = time.perf_counter()
@@ -266,7 +303,12 @@ def run(config: RunConfig) -> dict[str, object]:
         "metrics": {"dev": final["validation"], "test": final.get("test")},
         "best_epoch": best_epoch,
         "history": history,
+        "optimizer_steps_per_epoch": steps_per_epoch,
+        "final_lr": scheduler.get_last_lr()[0],  # 0 when the linear decay ended exactly with training
+        "resumed_from": str(resumed_from) if resumed_from is not None else None,
         "parameters": parameters,
+        "adaptation": adaptation.summary,
+        "optimizer": optimizer_info,
         "time": {
             **timings,
             "train_seconds": train_seconds,
@@ -302,9 +344,36 @@ def run(config: RunConfig) -> dict[str, object]:
             f"dev {metric} {100 * final['validation'][metric]:.2f}{test_text}  (best epoch {best_epoch})  "
             f"record: {path}"
         )
+    if config.checkpoint:
+        remove_checkpoints(accelerator, checkpoints)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return record
+
+
+def _forget_previous_accelerator() -> None:
+    """Let one process run several configurations (sweeps, benchmarks, tests) with different
+    mixed precision or accumulation: Accelerate keeps those in process-wide state and
+    refuses a second, different Accelerator. The distributed set-up (PartialState) is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def _unwrap(accelerator, model: torch.nn.Module) -> ProbeModel:
+    """The ProbeModel behind Accelerate's and torch.compile's wrappers."""
+    unwrapped = accelerator.unwrap_model(model)
+    return getattr(unwrapped, "_orig_mod", unwrapped)
+
+
+def _state_dict(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return _unwrap(accelerator, model).state_dict()
+
+
+def _tracker_config(config: RunConfig) -> dict[str, object]:
+    """The run's options as the scalars and strings that trackers accept."""
+    return {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
 
 
 def _has_accelerator() -> bool:

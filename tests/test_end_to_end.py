@@ -194,6 +194,9 @@ def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence
     [record_path] = out.glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["distributed"]["num_processes"] == 2
+    # each process steps the optimizer once per local batch; the linear decay must end
+    # exactly with training (not halfway, as it would if the scheduler counted N steps each)
+    assert record["final_lr"] == 0.0 and record["optimizer_steps_per_epoch"] == 15  # 240 sentences / 8 / 2
     # 40 dev sentences, eval batch 7 over 2 processes: padding duplicates must not be scored
     dev_file = next(out.glob("*.dev.conll")).read_text()
     assert dev_file.count("\n\n") == 40

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,9 +51,18 @@ class Task(ABC):
         """Sizes and source, for the result record."""
 
 
-def select_training_examples(num_examples: int, limit: int | None, seed: int) -> set[int] | None:
-    """A seeded random subset of training examples; under one seed a larger limit gives a
-    superset of a smaller one (nested subsets), and every mode gets the same examples."""
+def select_training_examples(
+    num_examples: int, limit: int | None, seed: int, fraction: float | None = None
+) -> set[int] | None:
+    """A seeded random subset of training examples: ``limit`` of them, or ``fraction`` of
+    them (rounded up, at least one). ``None`` when the whole set is used.
+
+    The subset is a prefix of one seeded permutation, so under one seed every mode gets
+    the same examples and a larger limit or fraction gives a superset of a smaller one
+    (nested subsets, as a learning curve needs).
+    """
+    if fraction is not None:
+        limit = max(1, math.ceil(fraction * num_examples))
     if limit is None or limit >= num_examples:
         return None
     order = np.random.default_rng(seed).permutation(num_examples)

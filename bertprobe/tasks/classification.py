@@ -34,6 +34,7 @@ class SequenceTask(Task):
         positive_label: str | None,
         max_train_examples: int | None,
         seed: int,
+        train_fraction: float | None = None,
     ) -> None:
         if pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
@@ -48,7 +49,7 @@ class SequenceTask(Task):
         self.windows = {
             split: self._encode(split, tokenizer, max_length) for split in corpus.splits if corpus.splits[split]
         }
-        chosen = select_training_examples(len(self.windows["train"]), max_train_examples, seed)
+        chosen = select_training_examples(len(self.windows["train"]), max_train_examples, seed, train_fraction)
         if chosen is not None:
             self.windows["train"] = [w for i, w in enumerate(self.windows["train"]) if i in chosen]
 

@@ -29,6 +29,7 @@ class TaggingTask(Task):
         context: str,
         max_train_examples: int | None,
         seed: int,
+        train_fraction: float | None = None,
     ) -> None:
         if context == "document" and not corpus.has_documents:
             raise DataFormatError(
@@ -43,7 +44,8 @@ class TaggingTask(Task):
             split: encode_split(sentences, tokenizer, label_to_id, max_length, context)
             for split, sentences in corpus.splits.items()
         }
-        chosen = select_training_examples(len(corpus.splits["train"].sentences), max_train_examples, seed)
+        num_sentences = len(corpus.splits["train"].sentences)
+        chosen = select_training_examples(num_sentences, max_train_examples, seed, train_fraction)
         if chosen is not None:
             self.windows["train"] = [w for w in self.windows["train"] if w.sentence_index in chosen]
 

@@ -1,0 +1,86 @@
+"""End-of-epoch checkpoints, so that an interrupted run resumes where it stopped.
+
+After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<n>``:
+
+* Accelerate's training state (``accelerator.save_state``): model, optimizer, scheduler
+  and every random-number generator, so the next epoch draws the same dropout masks and
+  the same batch order as an uninterrupted run would;
+* ``progress.pt``: the loop's own bookkeeping (history, best epoch, best-dev weights and
+  predictions, time spent so far).
+
+``progress.pt`` is written last, atomically; a checkpoint folder without it is an
+interrupted save and is ignored. Only the newest complete checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+PROGRESS_FILE = "progress.pt"
+
+
+@dataclass
+class TrainingProgress:
+    """What the loop knows at the end of an epoch besides the weights and optimizer."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, object]] = field(default_factory=list)
+    best_score: float = float("-inf")
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_dev: tuple[dict, list] | None = None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def checkpoint_root(output_dir: str | Path, run_name: str) -> Path:
+    return Path(output_dir) / "checkpoints" / run_name
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest epoch folder whose save completed, or ``None``."""
+    if not root.is_dir():
+        return None
+    complete = [path for path in root.glob("epoch-*") if (path / PROGRESS_FILE).is_file()]
+    return max(complete, key=lambda path: int(path.name.split("-")[1]), default=None)
+
+
+def save_checkpoint(accelerator, root: Path, progress: TrainingProgress) -> Path:
+    """Save the training state and the progress of the epoch just finished (every process
+    must call this; only the main process writes the progress file and prunes)."""
+    folder = root / f"epoch-{progress.epoch}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        temporary = folder / f".{PROGRESS_FILE}.tmp"
+        torch.save(progress.to_dict(), temporary)
+        os.replace(temporary, folder / PROGRESS_FILE)
+        for older in root.glob("epoch-*"):
+            if older != folder:
+                shutil.rmtree(older, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def load_checkpoint(accelerator, folder: Path) -> TrainingProgress:
+    """Restore the training state saved in ``folder`` and return the loop's progress."""
+    accelerator.load_state(str(folder))
+    saved = torch.load(folder / PROGRESS_FILE, weights_only=False)
+    return TrainingProgress(**saved)
+
+
+def remove_checkpoints(accelerator, root: Path) -> None:
+    """Delete a finished run's checkpoints (main process)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(root, ignore_errors=True)
+        if root.parent.is_dir() and not any(root.parent.iterdir()):
+            root.parent.rmdir()

@@ -1,0 +1,141 @@
+"""What long work needs: resume after an interruption, checkpoints, gradient accumulation,
+train fractions for learning curves, and TensorBoard logs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_end_to_end import toy_config
+
+import bertprobe.train as train_module
+from bertprobe.checkpoint import PROGRESS_FILE, checkpoint_root, latest_checkpoint
+from bertprobe.config import ConfigError, RunConfig
+from bertprobe.tasks.base import select_training_examples
+from bertprobe.train import run
+
+
+class Interrupted(Exception):
+    """Stands in for a killed job."""
+
+
+def interrupt_at_epoch(monkeypatch, epoch: int) -> None:
+    """Make the training loop die when it starts epoch ``epoch``."""
+    real_bar = train_module.progress_bar
+
+    def bar(iterable, description, enabled=True, leave=False):
+        if description.startswith(f"epoch {epoch}/"):
+            raise Interrupted(description)
+        return real_bar(iterable, description, enabled, leave)
+
+    monkeypatch.setattr(train_module, "progress_bar", bar)
+
+
+@pytest.mark.parametrize("mode", ["finetune", "feature"])
+def test_resume_after_interruption_gives_the_uninterrupted_result(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, mode
+):
+    options = dict(mode=mode, epochs=3, max_train_examples=60, lr=1e-3 if mode == "finetune" else 1e-2)
+    reference = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "reference", **options))
+
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path / "interrupted", **options)
+    interrupt_at_epoch(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        run(config)
+    saved = latest_checkpoint(checkpoint_root(config.output_dir, config.run_name()))
+    assert saved is not None and saved.name == "epoch-2"
+    assert not list((tmp_path / "interrupted" / "runs").glob("*.json"))  # no record from a half run
+
+    monkeypatch.undo()
+    resumed = run(RunConfig(**{**config.to_dict(), "tags": (), "resume": True}))
+    assert resumed["resumed_from"] == str(saved)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"] == reference["history"]  # same losses to the last bit
+    assert resumed["metrics"] == reference["metrics"]
+    assert not checkpoint_root(config.output_dir, config.run_name()).exists()  # cleaned up when done
+
+
+def test_resume_without_a_checkpoint_starts_from_the_beginning(tiny_model_dir, toy_data_dir, tmp_path):
+    record = run(
+        toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=1, resume=True)
+    )
+    assert record["resumed_from"] is None and len(record["history"]) == 1
+
+
+def test_an_unfinished_checkpoint_save_is_never_used(tmp_path):
+    root = tmp_path / "checkpoints" / "run"
+    (root / "epoch-1").mkdir(parents=True)
+    (root / "epoch-1" / PROGRESS_FILE).write_bytes(b"done")
+    (root / "epoch-2").mkdir()  # killed while saving: no progress file
+    assert latest_checkpoint(root) == root / "epoch-1"
+    assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_gradient_accumulation_takes_fewer_steps_and_ends_the_schedule_exactly(
+    tiny_model_dir, toy_data_dir, tmp_path
+):
+    config = toy_config(
+        tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e-3, epochs=2,
+        batch_size=4, gradient_accumulation_steps=3, max_train_examples=50,
+    )  # fmt: skip
+    record = run(config)
+    batches = math.ceil(record["data"]["windows"]["train"] / 4)
+    assert record["optimizer_steps_per_epoch"] == math.ceil(batches / 3)
+    assert record["final_lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_train_fraction_picks_nested_seeded_subsets():
+    small = select_training_examples(1000, None, seed=5, fraction=0.01)
+    medium = select_training_examples(1000, None, seed=5, fraction=0.1)
+    assert len(small) == 10 and len(medium) == 100 and small < medium
+    assert select_training_examples(1000, None, seed=5, fraction=0.1) == medium  # same for every mode
+    assert select_training_examples(1000, None, seed=6, fraction=0.1) != medium  # another seed, another draw
+    assert select_training_examples(1000, None, seed=5, fraction=1.0) is None
+    assert len(select_training_examples(7, None, seed=5, fraction=0.01)) == 1  # never empty
+
+
+def test_train_fraction_reaches_the_run_and_is_validated(tiny_model_dir, toy_data_dir, tmp_path):
+    record = run(
+        toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=1, train_fraction=0.25)
+    )
+    full = record["data"]["sentences"]["train"]
+    assert record["data"]["windows"]["train"] == math.ceil(0.25 * full)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="--train-fraction"):
+            RunConfig(train_fraction=bad).resolved()
+    with pytest.raises(ConfigError, match="not both"):
+        RunConfig(train_fraction=0.5, max_train_examples=10).resolved()
+
+
+def test_options_added_later_keep_older_run_names():
+    config = RunConfig(mode="feature", layers="last4concat", seed=1)
+    assert config.run_name() == RunConfig(**{**config.to_dict(), "tags": (), "resume": True}).run_name()
+    assert config.run_name() != RunConfig(**{**config.to_dict(), "tags": (), "train_fraction": 0.1}).run_name()
+
+
+def test_tensorboard_logs_every_epoch(tiny_model_dir, toy_data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = toy_config(
+        tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=2, report_to="tensorboard"
+    )
+    run(config)
+    folder = tmp_path / "runs" / "tensorboard" / config.run_name()
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("dev/f1")] == [1, 2]
+    assert all(math.isfinite(event.value) for event in accumulator.Scalars("train/loss"))
+
+
+def test_mixed_precision_option_is_validated_and_reaches_accelerate(tiny_model_dir, toy_data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="--mixed-precision"):
+        RunConfig(mixed_precision="fp8").resolved()
+    record = run(
+        toy_config(
+            tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=1, mixed_precision="bf16"
+        )
+    )
+    assert record["distributed"]["mixed_precision"] == "bf16"
+    assert torch.isfinite(torch.tensor(record["history"][0]["train_loss"]))

@@ -1,0 +1,371 @@
+"""The "tune or not" tables (tasks layout), the layers / cost / learning-curve plots and
+``bertprobe probe-layers``: hand-made records, plus one tiny end-to-end layer probe."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from bertprobe.plots import PLOTS, cost_points, layer_curves, learning_curves, single_layer
+from bertprobe.table import (
+    ADDED_OPTION_DEFAULTS,
+    TASKS_CSV_COLUMNS,
+    NoRecordsError,
+    group_rows,
+    group_tasks,
+    render_markdown,
+    render_tasks_csv,
+    render_tasks_markdown,
+)
+
+MODEL = "bert-base-cased"
+PRIMARY = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "f1", "conll2003": "f1"}
+
+
+def record(
+    task: str = "sst2",
+    mode: str = "finetune",
+    seed: int = 1,
+    dev: dict[str, float] | None = None,
+    source: str | None = None,
+    model: str = MODEL,
+    train_seconds: float = 100.0,
+    trainable: int = 1_000_000,
+    examples: int = 500,
+    **config: object,
+) -> dict[str, object]:
+    """A result record as :func:`bertprobe.train.run` writes it, with the parts the summaries read."""
+    settings: dict[str, object] = {
+        "mode": mode,
+        "layers": "last",
+        "model": model,
+        "task": task,
+        "data_dir": None,
+        "context": "sentence",
+        "head": "linear",
+        "epochs": 2,
+        "lr": 5e-5 if mode != "feature" else 1e-3,
+        "seed": seed,
+        "output_dir": f"/results/{seed}",
+        "cache_dir": ".cache",
+        "tags": [],
+        "checkpoint": True,
+        "resume": False,
+        "report_to": None,
+        "compile": False,
+    }
+    settings.update(config)
+    tagging = task == "conll2003"
+    data: dict[str, object] = {"source": source or (f"/data/{task}" if tagging else f"hub:glue/{task}")}
+    if tagging:
+        data["windows"] = {"train": examples, "validation": 10}
+    else:
+        data["examples_trained"] = examples
+    return {
+        "schema": 1,
+        "config": settings,
+        "encoder": {"num_layers": 4},
+        "task": {"name": task, "primary_metric": PRIMARY[task]},
+        "data": data,
+        "metrics": {"dev": dev or {"accuracy": 0.8, "f1": 0.7, "mcc": 0.5}, "test": None},
+        "parameters": {"trainable": trainable, "total": 2_000_000},
+        "time": {"train_seconds": train_seconds},
+        "memory": {"process_max_rss_bytes": 2**30},
+    }
+
+
+def scores(**values: float) -> dict[str, float]:
+    return {"accuracy": 0.5, "f1": 0.5, "mcc": 0.1, **values}
+
+
+def body_rows(markdown: str) -> dict[str, list[str]]:
+    """The first table's rows of each section by label (cells after the label)."""
+    rows: dict[str, list[str]] = {}
+    for block in markdown.split("\n## "):
+        table = block.split("\n\n")[1]
+        for line in table.splitlines()[2:]:
+            cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def header(markdown: str) -> list[str]:
+    return [cell.strip() for cell in markdown.split("\n\n")[1].splitlines()[0].strip("|").split(" | ")]
+
+
+def tune_or_not_records() -> list[dict[str, object]]:
+    """Fine-tuning on three GLUE tasks (RTE: 3 seeds), partial and LoRA on RTE, a feature
+    probe on MRPC, one CoNLL run."""
+    return [
+        *(
+            record("rte", seed=seed, dev=scores(accuracy=value, f1=0.1))
+            for seed, value in ((1, 0.60), (2, 0.64), (3, 0.68))
+        ),
+        record("mrpc", seed=1, dev=scores(accuracy=0.1, f1=0.80)),
+        record("mrpc", seed=2, dev=scores(accuracy=0.1, f1=0.90)),
+        record("sst2", seed=1, dev=scores(accuracy=0.91)),
+        record("rte", mode="partial", freeze_layers=4, seed=1, dev=scores(accuracy=0.58), trainable=400_000),
+        record("rte", mode="partial", freeze_layers=4, seed=2, dev=scores(accuracy=0.62), trainable=400_000),
+        record("rte", mode="lora", lora_rank=8, seed=1, dev=scores(accuracy=0.55), trainable=20_000),
+        record("mrpc", mode="feature", layers="last", seed=1, dev=scores(f1=0.75), trainable=2_000),
+        record("conll2003", seed=1, dev=scores(f1=0.9), examples=300, train_seconds=30.0, epochs=3),
+    ]
+
+
+def test_added_option_defaults_are_the_run_configs():
+    from bertprobe.config import RunConfig
+
+    defaults = RunConfig()
+    assert {key: getattr(defaults, key) for key in ADDED_OPTION_DEFAULTS} == ADDED_OPTION_DEFAULTS
+
+
+def test_tasks_layout_means_primary_metrics_and_system_names():
+    text = render_tasks_markdown(tune_or_not_records())
+    assert text.count("\n## ") == 0 and text.startswith(f"## Model `{MODEL}` · 11 records")
+    assert header(text) == ["System", "SST-2 acc", "MRPC F1", "RTE acc", "CoNLL-2003 F1"]
+    rows = body_rows(text)
+    assert list(rows) == ["Fine-tuning", "Partial (freeze 4 lowest)", "LoRA (r=8)", "Last hidden"]
+    # RTE: accuracy 60, 64, 68 -> mean 64, sample std 4; MRPC: F1 80, 90 -> 85 ± 7.07 (never accuracy)
+    assert rows["Fine-tuning"] == ["91.00 ± n/a (n=1)", "85.00 ± 7.07 (n=2)", "64.00 ± 4.00 (n=3)", "90.00 ± n/a (n=1)"]
+    assert rows["Partial (freeze 4 lowest)"] == ["—", "—", "60.00 ± 2.83 (n=2)", "—"]
+    assert rows["LoRA (r=8)"] == ["—", "—", "55.00 ± n/a (n=1)", "—"]
+    assert rows["Last hidden"] == ["—", "75.00 ± n/a (n=1)", "—", "—"]
+    cost = [line for line in text.splitlines() if line.startswith("| Fine-tuning | CoNLL-2003 F1 |")]
+    # 300 windows x 3 epochs / 30 s = 30 examples/s; 1 GiB RSS = 1,024 MiB
+    assert cost == ["| Fine-tuning | CoNLL-2003 F1 | 1,000,000 | 30.0 | 30.0 | 1,024 RSS |"]
+
+
+def test_tasks_csv_has_one_line_per_system_and_task():
+    lines = list(csv.DictReader(io.StringIO(render_tasks_csv(tune_or_not_records()))))
+    assert list(lines[0]) == list(TASKS_CSV_COLUMNS)
+    by_key = {(line["strategy"], line["task"]): line for line in lines}
+    assert len(lines) == len(by_key) == 7
+    rte = by_key[("finetune", "rte")]
+    assert rte["metric"] == "accuracy" and rte["column"] == "RTE acc" and rte["seeds"] == "3"
+    assert float(rte["dev_mean"]) == pytest.approx(64.0) and float(rte["dev_std"]) == pytest.approx(4.0)
+    assert float(rte["train_examples_per_second"]) == pytest.approx(500 * 2 / 100.0)
+    mrpc = by_key[("finetune", "mrpc")]
+    assert mrpc["metric"] == "f1" and float(mrpc["dev_mean"]) == pytest.approx(85.0)
+    assert by_key[("partial:4", "rte")]["system"] == "Partial (freeze 4 lowest)"
+    assert by_key[("partial:4", "rte")]["trainable_parameters"] == "400000"
+    assert by_key[("lora", "rte")]["system"] == "LoRA (r=8)"
+    assert by_key[("finetune", "sst2")]["dev_std"] == ""
+
+
+def test_two_data_sources_of_one_task_are_two_columns():
+    records = [
+        record("sst2", seed=1, dev=scores(accuracy=0.90)),
+        record("sst2", seed=2, dev=scores(accuracy=0.92)),
+        record("sst2", seed=1, dev=scores(accuracy=0.50), source="/my/sst2", data_dir="/my/sst2"),
+        record("rte", seed=1, dev=scores(accuracy=0.70)),
+    ]
+    text = render_tasks_markdown(records)
+    assert header(text) == ["System", "SST-2 acc [/my/sst2]", "SST-2 acc [hub:glue/sst2]", "RTE acc"]
+    assert body_rows(text)["Fine-tuning"] == ["50.00 ± n/a (n=1)", "91.00 ± 1.41 (n=2)", "70.00 ± n/a (n=1)"]
+    [section] = group_tasks(records)
+    [row] = section.rows  # data_dir picks the column, never the row
+    assert sorted(len(cell.records) for cell in row.cells.values()) == [1, 1, 2]
+
+
+def test_bookkeeping_options_never_split_rows_but_settings_do():
+    records = [
+        record("rte", seed=1, resume=True, checkpoint=False, compile=True, report_to="tensorboard"),
+        record("rte", seed=2, resume=False),
+        record("rte", seed=3, lr=2e-5),
+        record("sst2", seed=1, lr=2e-5),
+    ]
+    rows = body_rows(render_tasks_markdown(records))
+    assert list(rows) == ["Fine-tuning (lr=2e-05)", "Fine-tuning (lr=5e-05)"]
+    assert rows["Fine-tuning (lr=5e-05)"] == ["—", "80.00 ± 0.00 (n=2)"]
+    [sections] = group_rows(records[:2]).values()
+    assert len(sections) == 1 and len(sections[0].records) == 2  # the Table 7 layout too
+
+
+def test_learning_curve_points_are_labelled_rows_and_task_settings_noted():
+    records = [
+        record("rte", seed=1, train_fraction=0.1),
+        record("rte", seed=1),
+        record("sst2", seed=1, epochs=5),
+    ]
+    text = render_tasks_markdown(records)
+    assert list(body_rows(text)) == ["Fine-tuning (train_fraction=0.1)", "Fine-tuning (train_fraction=none)"]
+    assert "- Fine-tuning (train_fraction=none): SST-2 acc: epochs=5; RTE acc: epochs=2" in text
+    same = render_tasks_markdown([record("rte", seed=1, max_train_examples=80), record("sst2", max_train_examples=80)])
+    assert list(body_rows(same)) == ["Fine-tuning"] and "Every run: max_train_examples=80." in same
+
+
+def test_partial_and_lora_rows_in_the_table7_layout():
+    records = [
+        record("conll2003", mode="partial", freeze_layers=2, dev=scores(f1=0.8)),
+        record("conll2003", mode="partial", freeze_layers=10, dev=scores(f1=0.7)),
+        record("conll2003", mode="lora", lora_rank=4, dev=scores(f1=0.6)),
+        record("conll2003", mode="lora", lora_rank=16, dev=scores(f1=0.65)),
+        record("conll2003", dev=scores(f1=0.9)),
+    ]
+    [rows] = group_rows(records).values()
+    assert [row.label for row in rows] == [
+        "Fine-tuning",
+        "Partial (freeze 2 lowest)",
+        "Partial (freeze 10 lowest)",
+        "LoRA (r=4)",
+        "LoRA (r=16)",
+    ]
+    assert [row.paper_dev_f1 for row in rows] == [96.4, None, None, None, None]
+    assert "| Partial (freeze 2 lowest) | 80.00 ± n/a |" in render_markdown(records)
+
+
+def test_old_records_without_later_options_share_rows_with_new_ones():
+    old = record("conll2003", seed=1)
+    new = record("conll2003", seed=2, optimizer="adamw", lora_rank=8, gradient_accumulation_steps=1, pooling="first")
+    new["config"].update({"freeze_layers": None, "train_fraction": None, "momentum": 0.9})
+    [[row]] = group_rows([old, new]).values()
+    assert len(row.records) == 2
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def probe_records() -> list[dict[str, object]]:
+    """Single-layer probes of layers 0..4 (two seeds each), one concat run, fine-tuning."""
+    records = []
+    for layer in range(5):
+        for seed, shift in ((1, 0.0), (2, 0.02)):
+            run = record(
+                "conll2003", mode="feature", layers=str(layer), seed=seed, dev=scores(f1=0.5 + layer / 10 + shift)
+            )
+            run["layers"] = {"strategy": str(layer), "indices": [layer], "combine": "concat"}
+            records.append(run)
+    concat = record("conll2003", mode="feature", layers="last4concat", dev=scores(f1=0.99))
+    concat["layers"] = {"strategy": "last4concat", "indices": [4, 3, 2, 1], "combine": "concat"}
+    records.append(concat)
+    records += [record("conll2003", seed=seed, dev=scores(f1=value)) for seed, value in ((1, 0.94), (2, 0.96))]
+    return records
+
+
+def test_layer_curve_points_are_the_means_per_layer():
+    curves, references = layer_curves(probe_records())
+    [curve] = curves
+    assert [point.x for point in curve.points] == [0, 1, 2, 3, 4]
+    assert [point.mean for point in curve.points] == pytest.approx([51.0, 61.0, 71.0, 81.0, 91.0])
+    assert [point.std for point in curve.points] == pytest.approx([2**0.5] * 5)
+    assert [point.n for point in curve.points] == [2] * 5
+    [reference] = references
+    assert reference.mean == pytest.approx(95.0) and "Fine-tuning" in reference.label
+    named = record("conll2003", mode="feature", layers="second_last")
+    assert single_layer(named) == 3  # no resolved layers in the record: -2 of 4 layers
+    assert single_layer(record("conll2003", mode="feature", layers="-1,-2:mean")) is None
+    assert single_layer(record("conll2003")) is None
+
+
+def fraction_records() -> list[dict[str, object]]:
+    """Fine-tuning on RTE at fractions 0.1 (two seeds), 0.5 and 1.0 (once unset, once 1.0);
+    LoRA at 0.1; one run limited by --max-train-examples."""
+    records = [
+        record("rte", seed=seed, train_fraction=fraction, dev=scores(accuracy=value))
+        for seed, fraction, value in ((1, 0.1, 0.5), (2, 0.1, 0.6), (1, 0.5, 0.7), (1, None, 0.8), (2, 1.0, 0.9))
+    ]
+    records.append(record("rte", mode="lora", train_fraction=0.1, dev=scores(accuracy=0.4)))
+    records.append(record("rte", max_train_examples=10))
+    return records
+
+
+def test_cost_points_and_learning_curves():
+    points = {point.label: point for point in cost_points(tune_or_not_records())}
+    rte_partial = points["Partial (freeze 4 lowest)"]
+    assert rte_partial.score == pytest.approx(60.0) and rte_partial.seconds == pytest.approx(100.0)
+    assert rte_partial.parameters == 400_000 and rte_partial.n == 2
+    curves = {curve.label: curve for curve in learning_curves(fraction_records())}
+    assert list(curves) == ["Fine-tuning", "LoRA (r=8)"]
+    fine = curves["Fine-tuning"].points
+    assert [point.x for point in fine] == [0.1, 0.5, 1.0]
+    assert [point.mean for point in fine] == pytest.approx([55.0, 70.0, 85.0])  # None counts as 1.0
+    assert [point.n for point in fine] == [2, 1, 2]
+
+
+@pytest.mark.parametrize("kind", ["table7", "layers", "cost", "curve"])
+def test_every_plot_kind_writes_a_png(tmp_path: Path, kind: str):
+    records = probe_records() + tune_or_not_records() + fraction_records()
+    path = PLOTS[kind](records, tmp_path / "plots" / f"{kind}.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == [f"{kind}.png"]  # no temporary left
+
+
+def test_plots_without_usable_records_raise(tmp_path: Path):
+    with pytest.raises(NoRecordsError, match="single-layer"):
+        PLOTS["layers"](tune_or_not_records()[:-2], tmp_path / "x.png")  # no single-layer feature run
+    with pytest.raises(NoRecordsError, match="learning-curve"):
+        PLOTS["curve"](tune_or_not_records(), tmp_path / "x.png")  # no run on a fraction
+    with pytest.raises(NoRecordsError):
+        PLOTS["curve"]([record(max_train_examples=5)], tmp_path / "x.png")
+    with pytest.raises(NoRecordsError):
+        render_tasks_markdown([])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_tasks_layout_and_plot_kinds(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from bertprobe.cli import main
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for index, run in enumerate(tune_or_not_records() + probe_records() + fraction_records()):
+        (folder / f"run{index}.json").write_text(json.dumps(run), encoding="utf-8")
+    assert main(["table", str(folder), "--layout", "tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "| System | SST-2 acc | MRPC F1 | RTE acc | CoNLL-2003 F1 |" in out
+    target = tmp_path / "tasks.csv"
+    assert main(["table", str(folder), "--layout", "tasks", "--format", "csv", "--output", str(target)]) == 0
+    assert target.read_text(encoding="utf-8").startswith(",".join(TASKS_CSV_COLUMNS))
+    for kind in ("layers", "cost", "curve"):
+        png = tmp_path / f"{kind}.png"
+        assert main(["plot", str(folder), "--kind", kind, "--output", str(png)]) == 0
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    only_glue = tmp_path / "glue"
+    only_glue.mkdir()
+    (only_glue / "a.json").write_text(json.dumps(record("rte")), encoding="utf-8")
+    assert main(["plot", str(only_glue), "--kind", "layers", "--output", str(tmp_path / "none.png")]) == 2
+    assert "single-layer" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- probe-layers
+
+
+def test_layer_probe_experiment_rows():
+    from bertprobe.layers import resolve_strategy
+    from bertprobe.sweep import expand, layer_probe_experiment
+
+    experiment = layer_probe_experiment("m", 4, {"task": "conll2003", "epochs": 1}, [1, 2], True, {"head": "linear"})
+    assert [run.get("layers") for run in experiment["runs"]] == ["0", "1", "2", "3", "4", None]
+    assert [resolve_strategy(str(layer), 4).indices for layer in range(5)] == [(0,), (1,), (2,), (3,), (4,)]
+    configs = list(expand(experiment, {}))
+    assert len(configs) == 12 and {c.model for c in configs} == {"m"}
+    features = [c for c in configs if c.mode == "feature"]
+    assert {c.cache_layers for c in features} == {"0;1;2;3;4"} and {c.head for c in features} == {"linear"}
+
+
+def test_probe_layers_end_to_end(tiny_model_dir: Path, toy_data_dir: Path, tmp_path: Path):
+    from bertprobe.cli import main
+
+    output, cache = tmp_path / "layers", tmp_path / "cache"
+    argv = ["probe-layers", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir), "--output-dir",
+            str(output), "--cache-dir", str(cache), "--epochs", "1", "--max-train-examples", "40"]  # fmt: skip
+    assert main([*argv, "--dry-run"]) == 0
+    assert not output.exists()
+    assert main(argv) == 0
+    records = sorted(
+        (json.loads(path.read_text(encoding="utf-8")) for path in output.glob("*.json")),
+        key=lambda run: run["layers"]["indices"],
+    )
+    assert [run["layers"]["indices"] for run in records] == [[0], [1], [2], [3], [4]]
+    assert all(run["config"]["head"] == "linear" and run["config"]["mode"] == "feature" for run in records)
+    built = [run["feature_cache"]["built"] for run in records]
+    assert sum(bool(splits) for splits in built) == 1  # only the first run built the cache
+    assert sorted(split for splits in built for split in splits) == ["test", "train", "validation"]
+    assert len(list(cache.rglob("layers-0-1-2-3-4"))) == 3  # one folder per split, all five layers
+    assert len([path for path in cache.rglob("layers-*") if path.is_dir()]) == 3
+    png = output / "layers.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
