@@ -1,0 +1,91 @@
+"""Helpers of benchmarks/throughput.py: the stock recipe's label alignment and the token counts."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertprobe.alignment import encode_split
+from bertprobe.tasks.conll import Sentence, TaggedSplit, load_conll_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("throughput_benchmark", ROOT / "benchmarks" / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stock_labels_sit_on_first_sub_tokens_and_predictions_map_back(throughput, tiny_tokenizer):
+    words = ["the", "springville", "rivertons", "."]  # spring ##ville; river ##ton ##s
+    encoded = tiny_tokenizer(words, is_split_into_words=True, truncation=True)
+    assert tiny_tokenizer.convert_ids_to_tokens(encoded["input_ids"]) == [
+        "[CLS]", "the", "spring", "##ville", "river", "##ton", "##s", ".", "[SEP]",
+    ]  # fmt: skip
+    word_ids = encoded.word_ids()
+    assert throughput.first_subtoken_labels(word_ids, [0, 3, 4, 0]) == [-100, 0, 3, -100, 4, -100, -100, 0, -100]
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    # predictions at continuation pieces and special tokens must be ignored
+    token_predictions = [1, 0, 3, 2, 4, 1, 1, 0, 2]
+    assert throughput.word_tags_from_tokens(word_ids, token_predictions, len(words), labels) == [
+        "O", "B-LOC", "I-LOC", "O",
+    ]  # fmt: skip
+
+
+def test_a_word_without_sub_tokens_is_tagged_o(throughput):
+    word_ids = [None, 0, 2, None]  # word 1 produced no piece (or was cut off by truncation)
+    assert throughput.word_tags_from_tokens(word_ids, [0, 1, 1, 0], 3, ["O", "B-PER"]) == ["B-PER", "O", "B-PER"]
+
+
+def test_both_arms_count_the_same_real_tokens(throughput, tiny_tokenizer, toy_data_dir):
+    corpus = load_conll_dir(toy_data_dir)
+    label_to_id = {label: i for i, label in enumerate(corpus.label_list())}
+    split = corpus.splits["validation"]
+    windows = encode_split(split, tiny_tokenizer, label_to_id, max_length=64, context="sentence")
+    dataset, word_ids = throughput.tokenize_split(tiny_tokenizer, split, label_to_id)
+
+    pieces = sum(len(tiny_tokenizer.tokenize(word)) for sentence in split.sentences for word in sentence.words)
+    expected = pieces + 2 * len(split.sentences)  # and [CLS], [SEP] per sentence; no padding
+    assert throughput.real_token_count(windows) == expected
+    assert sum(len(ids) for ids in dataset["input_ids"]) == expected
+    labelled = [sum(label != -100 for label in row) for row in dataset["labels"]]
+    assert labelled == [len(sentence.words) for sentence in split.sentences]
+    assert len(word_ids) == len(split.sentences)
+
+
+def test_padded_token_count(throughput):
+    lengths = [5, 3, 2, 7]
+    assert throughput.padded_token_count([[0, 1], [2, 3]], lengths) == 2 * 5 + 2 * 7
+    assert throughput.padded_token_count([[0, 1, 2], [3]], lengths, width=10) == 40
+
+
+def test_subset_folder_holds_the_sentences_bertprobe_would_train_on(throughput, toy_data_dir, tmp_path):
+    from bertprobe.tasks.base import select_training_examples
+
+    sizes = throughput.write_subset(toy_data_dir, tmp_path, max_train=50, max_dev=7, max_test=3, seed=5)
+    assert sizes == {"train": 50, "validation": 7, "test": 3}
+    original = load_conll_dir(toy_data_dir).splits["train"].sentences
+    chosen = sorted(select_training_examples(len(original), 50, 5))
+    subset = load_conll_dir(tmp_path)
+    assert [s.words for s in subset.splits["train"].sentences] == [original[i].words for i in chosen]
+    assert [s.tags for s in subset.splits["train"].sentences] == [original[i].tags for i in chosen]
+
+
+def test_write_conll_round_trips(throughput, tmp_path):
+    sentences = [Sentence(["EU", "rejects"], ["B-ORG", "O"], 0), Sentence(["Peter"], ["B-PER"], 1)]
+    throughput.write_conll(tmp_path / "x.txt", sentences)
+    from bertprobe.tasks.conll import read_conll_file
+
+    read: TaggedSplit = read_conll_file(tmp_path / "x.txt", "x")
+    assert [(s.words, s.tags, s.document) for s in read.sentences] == [
+        (["EU", "rejects"], ["B-ORG", "O"], 0),
+        (["Peter"], ["B-PER"], 1),
+    ]
