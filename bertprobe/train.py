@@ -7,6 +7,7 @@ weights, evaluates them on test and writes one result record (main process only)
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 from pathlib import Path
@@ -138,6 +139,8 @@ def run(config: RunConfig) -> dict[str, object]:
     # Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
     # machine with no accelerator asks for it: `accelerate launch --multi_gpu
     # --num_processes N` then trains data-parallel on CPU cores, as it would on GPUs.
+    if config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
     _forget_previous_accelerator()
     accelerator = Accelerator(
         cpu=not _has_accelerator(),
