@@ -86,13 +86,38 @@ def read_record(path: str | Path) -> dict[str, object]:
         return json.load(stream)
 
 
+def reset_peak_memory(device_type: str) -> bool:
+    """Start a run's peak-memory count afresh: the process's peak resident set (Linux:
+    ``/proc/self/clear_refs``; ``False`` where that is unavailable, and the record then
+    carries the whole process's peak) and the CUDA allocator's peak."""
+    import torch
+
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_memory_bytes(device_type: str) -> dict[str, int]:
-    """Peak accelerator memory where there is one, and the process's peak resident set."""
+    """Peak accelerator memory where there is one, and the process's peak resident set:
+    since :func:`reset_peak_memory` where it worked (``VmHWM``), else over the process's
+    life (``ru_maxrss``), which in a sweep includes earlier runs."""
     import resource
 
     import torch
 
     peaks = {"process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    try:
+        with open("/proc/self/status", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("VmHWM:"):
+                    peaks["process_max_rss_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
     if device_type == "cuda":
         peaks["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
     return peaks

@@ -40,6 +40,7 @@ from bertprobe.results import (
     machine_description,
     package_versions,
     peak_memory_bytes,
+    reset_peak_memory,
     write_json_atomic,
 )
 from bertprobe.tasks import load_task
@@ -151,6 +152,7 @@ def run(config: RunConfig) -> dict[str, object]:
         project_dir=str(Path(config.output_dir) / "tensorboard") if config.report_to else None,
     )
     set_seed(config.seed)
+    peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
     started = time.perf_counter()
 
     info = describe(config.model, load_config(config.model))
@@ -318,7 +320,7 @@ def run(config: RunConfig) -> dict[str, object]:
             "eval_seconds": eval_seconds,
             "total_seconds": time.perf_counter() - started,
         },
-        "memory": peak_memory_bytes(accelerator.device.type),
+        "memory": {**peak_memory_bytes(accelerator.device.type), "per_run": peak_memory_is_per_run},
         "feature_cache": cache_info,
         "distributed": {
             "num_processes": accelerator.num_processes,

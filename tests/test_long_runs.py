@@ -139,3 +139,17 @@ def test_mixed_precision_option_is_validated_and_reaches_accelerate(tiny_model_d
     )
     assert record["distributed"]["mixed_precision"] == "bf16"
     assert torch.isfinite(torch.tensor(record["history"][0]["train_loss"]))
+
+
+def test_peak_memory_is_counted_per_run_not_per_process(tiny_model_dir, toy_data_dir, tmp_path):
+    from bertprobe.results import peak_memory_bytes
+
+    ballast = bytearray(1_500_000_000)  # an earlier, bigger job in the same process (a sweep)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+    process_peak = peak_memory_bytes("cpu")["process_max_rss_bytes"]
+    del ballast
+    record = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=1))
+    if record["memory"]["per_run"]:
+        assert record["memory"]["process_max_rss_bytes"] < process_peak - 1_000_000_000
+    else:  # no /proc/self/clear_refs here: the record says the peak is the process's
+        assert record["memory"]["process_max_rss_bytes"] >= process_peak
