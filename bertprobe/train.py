@@ -317,6 +317,7 @@ def run(config: RunConfig) -> dict[str, object]:
         "time": {
             **timings,
             "train_seconds": train_seconds,
+            "train_examples_per_second": len(task.windows["train"]) * config.epochs / max(train_seconds, 1e-9),
             "eval_seconds": eval_seconds,
             "total_seconds": time.perf_counter() - started,
         },

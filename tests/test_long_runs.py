@@ -82,6 +82,8 @@ def test_gradient_accumulation_takes_fewer_steps_and_ends_the_schedule_exactly(
     record = run(config)
     batches = math.ceil(record["data"]["windows"]["train"] / 4)
     assert record["optimizer_steps_per_epoch"] == math.ceil(batches / 3)
+    windows_per_second = record["data"]["windows"]["train"] * 2 / record["time"]["train_seconds"]
+    assert record["time"]["train_examples_per_second"] == pytest.approx(windows_per_second)
     assert record["final_lr"] == pytest.approx(0.0, abs=1e-12)
 
 
