@@ -260,6 +260,14 @@ def sweep_main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the file's seeds")
     parser.add_argument("--grid", action="store_true", help="also run the file's dev-set hyper-parameter grid")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they exist; run nothing")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE[,VALUE]",
+        help="run only the configurations whose setting has one of these values (repeatable; 'none' = unset), "
+        "e.g. --where train_fraction=0.01,0.1 --where mode=finetune",
+    )
     overridable = ("model", "data_dir", "output_dir", "cache_dir", "context", "lstm_hidden", "epochs",
                    "max_train_examples", "task", "hub_dataset", "eval_batch_size")  # fmt: skip
     types = {name: _field_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
@@ -269,15 +277,16 @@ def sweep_main(argv: list[str]) -> int:
     overrides = {name: args[name] for name in overridable if args[name] is not None}
     from bertprobe.encoder import ModelLoadError
     from bertprobe.layers import LayerSpecError
-    from bertprobe.sweep import load_experiment, run_sweep
+    from bertprobe.sweep import load_experiment, parse_where, run_sweep
     from bertprobe.tasks.conll import DataFormatError
 
     configure_logging()
     try:
+        where = parse_where(args["where"])
         experiment = load_experiment(args["experiment"])
         if args["seeds"]:
             experiment["seeds"] = args["seeds"]
-        run_sweep(experiment, overrides, use_grid=args["grid"], dry_run=args["dry_run"])
+        run_sweep(experiment, overrides, use_grid=args["grid"], dry_run=args["dry_run"], where=where)
     except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from bertprobe.config import ConfigError, RunConfig
@@ -73,15 +73,50 @@ def expand(experiment: dict[str, object], overrides: dict[str, object], use_grid
             yield RunConfig.from_dict(values).resolved()
 
 
+def parse_where(clauses: list[str]) -> dict[str, tuple[object, ...]]:
+    """``["train_fraction=0.01,0.1", "mode=finetune"]`` -> ``{field: accepted values}``, each
+    value converted to the :class:`RunConfig` field's type; ``none`` stands for an unset field."""
+    types = {f.name: str(f.type) for f in fields(RunConfig)}
+    where: dict[str, tuple[object, ...]] = {}
+    for clause in clauses:
+        name, sep, values = clause.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values:
+            raise ConfigError(f"--where {clause!r}: expected FIELD=VALUE[,VALUE...], e.g. train_fraction=0.01,0.1")
+        if name not in types:
+            raise ConfigError(f"--where {clause!r}: no run setting {name!r}; known: {', '.join(sorted(types))}")
+        where[name] = tuple(_typed(value.strip(), types[name], clause) for value in values.split(","))
+    return where
+
+
+def _typed(value: str, annotation: str, clause: str) -> object:
+    if value.lower() == "none":
+        return None
+    converter = float if "float" in annotation else int if "int" in annotation else str
+    try:
+        return converter(value)
+    except ValueError:
+        raise ConfigError(f"--where {clause!r}: {value!r} is not a {converter.__name__}") from None
+
+
+def selected(config: RunConfig, where: dict[str, tuple[object, ...]]) -> bool:
+    """True when every field named in ``where`` has one of its accepted values."""
+    return all(getattr(config, name) in values for name, values in where.items())
+
+
 def run_sweep(
     experiment: str | Path | dict[str, object],
     overrides: dict[str, object],
     use_grid: bool = False,
     dry_run: bool = False,
+    where: dict[str, tuple[object, ...]] | None = None,
 ) -> list[Path]:
-    """Run every configuration whose record does not exist yet; return the record paths."""
+    """Run every configuration (those ``where`` selects, if given) whose record does not
+    exist yet; return the record paths."""
     loaded = experiment if isinstance(experiment, dict) else load_experiment(experiment)
-    configs = list(expand(loaded, overrides, use_grid))
+    configs = [config for config in expand(loaded, overrides, use_grid) if selected(config, where or {})]
+    if not configs:
+        raise ConfigError(f"--where {where}: no run of the experiment matches")
     paths = []
     for index, config in enumerate(configs, start=1):
         record = Path(config.output_dir) / f"{config.run_name()}.json"

@@ -72,9 +72,7 @@ def test_an_unfinished_checkpoint_save_is_never_used(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
-def test_gradient_accumulation_takes_fewer_steps_and_ends_the_schedule_exactly(
-    tiny_model_dir, toy_data_dir, tmp_path
-):
+def test_gradient_accumulation_takes_fewer_steps_and_ends_the_schedule_exactly(tiny_model_dir, toy_data_dir, tmp_path):
     config = toy_config(
         tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e-3, epochs=2,
         batch_size=4, gradient_accumulation_steps=3, max_train_examples=50,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bertprobe.config import ConfigError
-from bertprobe.sweep import expand, load_experiment, run_sweep
+from bertprobe.sweep import expand, load_experiment, parse_where, run_sweep, selected
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +74,25 @@ def test_a_sweep_shares_one_cache_and_resumes_by_skipping_finished_runs(tiny_mod
     before = paths[0].stat().st_mtime_ns
     assert run_sweep(experiment, overrides) == paths
     assert paths[0].stat().st_mtime_ns == before and paths[1].exists()
+
+
+def test_where_selects_rows_of_the_learning_curve_by_fraction_and_mode():
+    experiment = load_experiment(ROOT / "experiments" / "learning_curve.yaml")
+    configs = list(expand(experiment, {}))
+    small = [c for c in configs if selected(c, parse_where(["train_fraction=0.01,0.1"]))]
+    assert len(configs) == 36 and len(small) == 24
+    assert {c.train_fraction for c in small} == {0.01, 0.1}
+    full_finetune = [c for c in configs if selected(c, parse_where(["train_fraction=none", "mode=finetune"]))]
+    assert [(c.mode, c.train_fraction, c.seed) for c in full_finetune] == [("finetune", None, s) for s in (1, 2, 3)]
+
+
+def test_where_rejects_unknown_fields_bad_values_and_empty_selections(tmp_path):
+    with pytest.raises(ConfigError, match="no run setting 'fraction'"):
+        parse_where(["fraction=0.1"])
+    with pytest.raises(ConfigError, match="'ten' is not a float"):
+        parse_where(["train_fraction=ten"])
+    with pytest.raises(ConfigError, match="expected FIELD=VALUE"):
+        parse_where(["train_fraction"])
+    experiment = load_experiment(ROOT / "experiments" / "learning_curve.yaml")
+    with pytest.raises(ConfigError, match="no run of the experiment matches"):
+        run_sweep(experiment, {"output_dir": str(tmp_path)}, dry_run=True, where=parse_where(["mode=embeddings"]))

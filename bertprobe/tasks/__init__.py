@@ -38,7 +38,13 @@ def load_task(config, tokenizer, max_length: int) -> Task:
             raise ConfigError("--task conll reads your own CoNLL files: give --data-dir")
         corpus = load_conll_dir(config.data_dir) if config.data_dir else load_conll_hub(config.hub_dataset)
         return TaggingTask(
-            config.task, corpus, tokenizer, max_length, config.context, config.max_train_examples, config.seed,
+            config.task,
+            corpus,
+            tokenizer,
+            max_length,
+            config.context,
+            config.max_train_examples,
+            config.seed,
             config.train_fraction,
         )
 
