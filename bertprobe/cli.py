@@ -64,6 +64,7 @@ HELP = {
     "feature_cache": "feature mode: cache the frozen encoder's outputs (--no-feature-cache reruns it every epoch)",
     "save_predictions": "also write 'word gold predicted' CoNLL files for dev and test",
     "cache_layers": "feature mode: also cache the layers of these strategies (';'-separated) for later runs",
+    "eval_every": "evaluate on dev every this many epochs, and always after the last; the best evaluated epoch wins",
     "check_loss_every": "check the running loss for NaN every this many steps",
     "tags": "free-form labels stored in the record",
     "train_fraction": "train on a seeded random fraction (0, 1] of the training set; nested as it grows",

@@ -68,6 +68,7 @@ class RunConfig:
     lr: float | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
+    eval_every: int = 1
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_grad_norm: float = 1.0
@@ -116,7 +117,7 @@ class RunConfig:
         head = self.head or (DEFAULT_HEAD[self.mode] if is_tagging(self.task) else "linear")
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "lstm_hidden", "lstm_layers"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "lstm_hidden", "lstm_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_train_examples is not None and self.max_train_examples < 1:

@@ -1,8 +1,9 @@
 """One training loop for every mode and task, under Accelerate.
 
 ``run(config)`` loads the task and the encoder, builds the probe, trains with AdamW and a
-linear warm-up/decay schedule, evaluates on dev after every epoch, restores the best-dev
-weights, evaluates them on test and writes one result record (main process only).
+linear warm-up/decay schedule, evaluates on dev after every epoch (or every
+``--eval-every`` epochs, and the last), restores the best-dev weights, evaluates them on
+test and writes one result record (main process only).
 """
 
 from __future__ import annotations
@@ -250,25 +251,32 @@ def run(config: RunConfig) -> dict[str, object]:
         _check_finite(loss_sum, epoch, progress.step, config)
         progress.train_seconds += time.perf_counter() - epoch_started
 
-        eval_started = time.perf_counter()
-        dev_scores, dev_predicted = evaluate(model, eval_loaders["validation"], accelerator, task, "validation")
-        progress.eval_seconds += time.perf_counter() - eval_started
         mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(batches_per_process, 1)
-        progress.history.append({"epoch": epoch, "train_loss": mean_loss, f"dev_{metric}": dev_scores[metric]})
-        logger.info(
-            f"epoch {epoch}/{config.epochs}  train loss {mean_loss:.4f}  dev {metric} {100 * dev_scores[metric]:.2f}"
-            f"  ({time.perf_counter() - epoch_started:.0f}s)"
-        )
-        if config.report_to:
-            accelerator.log({"train/loss": mean_loss, f"dev/{metric}": dev_scores[metric]}, step=epoch)
-        if dev_scores[metric] > progress.best_score:
-            progress.best_score, progress.best_epoch = dev_scores[metric], epoch
-            progress.best_dev = (dev_scores, dev_predicted)
-            progress.best_state = {
-                name: tensor.detach().cpu().clone()
-                for name, tensor in _state_dict(accelerator, model).items()
-                if not (frozen and name.startswith("encoder."))
-            }
+        if epoch % config.eval_every and epoch < config.epochs:  # --eval-every: skip dev this epoch
+            progress.history.append({"epoch": epoch, "train_loss": mean_loss})
+            logger.info(
+                f"epoch {epoch}/{config.epochs}  train loss {mean_loss:.4f}  (no dev pass; "
+                f"--eval-every {config.eval_every})  ({time.perf_counter() - epoch_started:.0f}s)"
+            )
+        else:
+            eval_started = time.perf_counter()
+            dev_scores, dev_predicted = evaluate(model, eval_loaders["validation"], accelerator, task, "validation")
+            progress.eval_seconds += time.perf_counter() - eval_started
+            progress.history.append({"epoch": epoch, "train_loss": mean_loss, f"dev_{metric}": dev_scores[metric]})
+            logger.info(
+                f"epoch {epoch}/{config.epochs}  train loss {mean_loss:.4f}  dev {metric} "
+                f"{100 * dev_scores[metric]:.2f}  ({time.perf_counter() - epoch_started:.0f}s)"
+            )
+            if config.report_to:
+                accelerator.log({"train/loss": mean_loss, f"dev/{metric}": dev_scores[metric]}, step=epoch)
+            if dev_scores[metric] > progress.best_score:
+                progress.best_score, progress.best_epoch = dev_scores[metric], epoch
+                progress.best_dev = (dev_scores, dev_predicted)
+                progress.best_state = {
+                    name: tensor.detach().cpu().clone()
+                    for name, tensor in _state_dict(accelerator, model).items()
+                    if not (frozen and name.startswith("encoder."))
+                }
         progress.epoch = epoch
         if config.checkpoint and epoch < config.epochs:
             save_checkpoint(accelerator, checkpoints, progress)

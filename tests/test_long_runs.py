@@ -153,3 +153,19 @@ def test_peak_memory_is_counted_per_run_not_per_process(tiny_model_dir, toy_data
         assert record["memory"]["process_max_rss_bytes"] < process_peak - 1_000_000_000
     else:  # no /proc/self/clear_refs here: the record says the peak is the process's
         assert record["memory"]["process_max_rss_bytes"] >= process_peak
+
+
+def test_eval_every_skips_dev_passes_but_always_evaluates_the_last_epoch(tiny_model_dir, toy_data_dir, tmp_path):
+    record = run(
+        toy_config(
+            tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=5, eval_every=2, lr=1e-2
+        )
+    )
+    history = record["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in history if "dev_f1" in h] == [2, 4, 5]
+    assert record["best_epoch"] in (2, 4, 5)
+    best = next(h for h in history if h["epoch"] == record["best_epoch"])
+    assert record["metrics"]["dev"]["f1"] == best["dev_f1"] == max(h.get("dev_f1", -1) for h in history)
+    with pytest.raises(ConfigError, match="--eval-every must be at least 1"):
+        RunConfig(eval_every=0).resolved()
