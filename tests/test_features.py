@@ -111,3 +111,21 @@ def test_feature_dataset_refuses_missing_layers(tmp_path, encoder, windows):
     cached = build(FeatureCache(tmp_path, "tiny", weights_digest(encoder)), windows, encoder, (4,))
     with pytest.raises(ValueError, match=r"lacks layers \[3\]"):
         FeatureDataset(cached, windows, (3, 4))
+
+
+def test_cached_features_stay_on_disk_and_are_read_one_window_at_a_time(tmp_path, encoder, windows):
+    """Why a training set ten times larger does not need ten times the memory: the split's
+    features are a read-only memory map of the file, and each item copies out only its own
+    window's rows (the OS pages in what is read, and may drop it again)."""
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    build(cache, windows, encoder, (0, 4))
+    cached = FeatureCache(tmp_path, "tiny", weights_digest(encoder)).find(windows, (0, 4))
+    assert isinstance(cached.features, np.memmap) and cached.features.mode == "r"
+    words = sum(len(window.labels) for window in windows)
+    assert cached.features.shape == (words, 2, 32)
+    on_disk = (cached.path / "features.npy").stat().st_size
+    assert on_disk >= words * 2 * 32 * 2  # float16: the features live in the file
+    item = FeatureDataset(cached, windows, (4,))[1]["features"]
+    assert item.shape == (len(windows[1].labels), 1, 32)
+    assert item.numpy().base is None or not isinstance(item.numpy().base, np.memmap)  # a copy of one window
+    assert item.untyped_storage().nbytes() == item.numel() * 2
