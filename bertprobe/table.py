@@ -17,8 +17,8 @@ are told apart by the differing values, e.g. ``Fine-tuning (lr=3e-05)``.
 
 The paper's numbers are BERT-base's on CoNLL-2003; they are shown for every model of a
 ``conll2003`` section as the reference, and for no other task (and for fine-tuning and
-feature rows only: partial fine-tuning, ``Partial (freeze K lowest)``, and ``LoRA (r=R)``
-rows have none).
+feature rows only, with the paper's head: partial fine-tuning, ``Partial (freeze K
+lowest)``, ``LoRA (r=R)`` rows and linear probes of frozen features have none).
 
 A second layout, ``tasks`` (:func:`render_tasks_markdown`, :func:`render_tasks_csv`), puts
 the systems of one model side by side across tasks ("tune or not"): each cell is the task's
@@ -130,6 +130,11 @@ PAPER_TEST_F1: dict[str, float] = {FINETUNE: 92.4}
 
 #: The paper's numbers are compared only with runs of this task.
 PAPER_TASK = "conll2003"
+
+#: The head of each of the paper's rows: a linear layer on the fine-tuned model, a two-layer
+#: BiLSTM on frozen features. A row with another head (a linear probe of frozen features,
+#: say) is not the paper's experiment and gets no paper value beside it.
+PAPER_HEAD = {"finetune": "linear", "feature": "bilstm"}
 
 #: Named layer strategies written out (as in :data:`bertprobe.layers.NAMED_STRATEGIES`), so
 #: that a run given the spelled-out spec lands in the named row. Kept here so that reading
@@ -378,12 +383,19 @@ class Row:
         return [_config(record).get("seed") for record in self.records]
 
     @property
+    def comparable_to_paper(self) -> bool:
+        """Same task as the paper's Table 7 and, for every seed, the paper's head."""
+        if self.section.task != PAPER_TASK or not self.records:
+            return False
+        return all(_config(r).get("head") == PAPER_HEAD.get(str(_config(r).get("mode"))) for r in self.records)
+
+    @property
     def paper_dev_f1(self) -> float | None:
-        return PAPER_DEV_F1.get(self.system) if self.section.task == PAPER_TASK else None
+        return PAPER_DEV_F1.get(self.system) if self.comparable_to_paper else None
 
     @property
     def paper_test_f1(self) -> float | None:
-        return PAPER_TEST_F1.get(self.system) if self.section.task == PAPER_TASK else None
+        return PAPER_TEST_F1.get(self.system) if self.comparable_to_paper else None
 
     @property
     def delta_dev(self) -> float | None:

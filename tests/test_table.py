@@ -215,6 +215,13 @@ def test_paper_values_only_for_conll2003():
     assert [cells[4] for cells in markdown_rows(render_markdown(records))] == ["96.4", "—"]
 
 
+def test_paper_values_only_beside_the_papers_head():
+    records = [make_record(mode="feature", layers="embeddings"), make_record(mode="feature", layers="0", head="linear")]
+    [bilstm, linear_probe] = group_rows(records)[next(iter(group_rows(records)))]
+    assert bilstm.paper_dev_f1 == 91.0 and bilstm.delta_dev == pytest.approx(0.9 * 100 - 91.0)
+    assert linear_probe.paper_dev_f1 is None and linear_probe.delta_dev is None
+
+
 def test_csv_columns_and_values():
     records = [*three_seed_finetune(), make_record(mode="feature", layers="last4concat", dev_f1=0.95, trainable=77)]
     text = render_csv(records)
