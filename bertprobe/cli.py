@@ -175,18 +175,22 @@ def configure_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
 
 
-def _load_for_summary(directory: str) -> list[dict[str, object]] | None:
-    """The records under ``directory``, or ``None`` after printing why there are none."""
+def _load_for_summary(directories: list[str]) -> list[dict[str, object]] | None:
+    """The records under every one of ``directories``, or ``None`` after printing why there
+    are none. Several folders let a figure put runs of separate sweeps together (a layer
+    probe and the fine-tuning run it is compared with, say)."""
     from bertprobe.table import load_records
 
-    try:
-        records = load_records(directory)
-    except NotADirectoryError:
-        print(f"bertprobe: error: {directory} is not a folder", file=sys.stderr)
-        return None
+    records = []
+    for directory in directories:
+        try:
+            records.extend(load_records(directory))
+        except NotADirectoryError:
+            print(f"bertprobe: error: {directory} is not a folder", file=sys.stderr)
+            return None
     if not records:
         print(
-            f"bertprobe: error: no result records under {directory} "
+            f"bertprobe: error: no result records under {', '.join(directories)} "
             "(looked for *.json files with 'config' and 'metrics', as written by 'bertprobe train')",
             file=sys.stderr,
         )
@@ -203,7 +207,7 @@ def table_main(argv: list[str]) -> int:
         "(fine-tuning, partial, LoRA, feature strategies), a column per task (its primary dev metric), "
         "then the cost of each system on each task.",
     )
-    parser.add_argument("directory", help="folder searched recursively for result records (*.json)")
+    parser.add_argument("directory", nargs="+", help="folders searched recursively for result records (*.json)")
     parser.add_argument("--layout", choices=("table7", "tasks"), default="table7", help="table7 or tasks (see above)")
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--output", help="write the table to this file (atomically) instead of stdout")
@@ -232,7 +236,7 @@ def plot_main(argv: list[str]) -> int:
         "layers: dev score of a probe on each single layer, fine-tuning dashed; cost: dev score against train "
         "time per configuration; curve: dev score against --train-fraction per system.",
     )
-    parser.add_argument("directory", help="folder searched recursively for result records (*.json)")
+    parser.add_argument("directory", nargs="+", help="folders searched recursively for result records (*.json)")
     parser.add_argument("--kind", choices=("table7", "layers", "cost", "curve"), default="table7")
     parser.add_argument("--output", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
@@ -245,7 +249,7 @@ def plot_main(argv: list[str]) -> int:
     try:
         path = PLOTS[args.kind](records, args.output)
     except NoRecordsError as error:
-        print(f"bertprobe: error: {args.directory}: {error}", file=sys.stderr)
+        print(f"bertprobe: error: {', '.join(args.directory)}: {error}", file=sys.stderr)
         return 2
     print(f"{args.kind} plot of {len(records)} records: {path}")
     return 0

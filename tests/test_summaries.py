@@ -369,3 +369,24 @@ def test_probe_layers_end_to_end(tiny_model_dir: Path, toy_data_dir: Path, tmp_p
     assert len([path for path in cache.rglob("layers-*") if path.is_dir()]) == 3
     png = output / "layers.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_and_table_read_several_folders_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A layer probe swept on its own and the fine-tuning run it is compared with, kept in
+    two folders, meet in one figure and one table."""
+    from bertprobe.cli import main
+    from bertprobe.plots import layer_curves
+
+    probes, finetuned = probe_records()[:-2], probe_records()[-2:]
+    for name, runs in (("probe", probes), ("finetune", finetuned)):
+        (tmp_path / name).mkdir()
+        for index, run in enumerate(runs):
+            (tmp_path / name / f"run{index}.json").write_text(json.dumps(run), encoding="utf-8")
+    assert layer_curves(probes)[1] == []  # the probe folder alone has no fine-tuning line
+    assert main(["plot", str(tmp_path / "probe"), str(tmp_path / "finetune"), "--kind", "layers",
+                 "--output", str(tmp_path / "layers.png")]) == 0  # fmt: skip
+    assert "layers plot of 13 records" in capsys.readouterr().out
+    assert [r.mean for r in layer_curves(probes + finetuned)[1]] == pytest.approx([95.0])
+    assert main(["table", str(tmp_path / "probe"), str(tmp_path / "finetune")]) == 0
+    assert "| Fine-tuning | 95.00 ± 1.41 |" in capsys.readouterr().out
+    assert main(["table", str(tmp_path / "probe"), str(tmp_path / "missing")]) == 2
