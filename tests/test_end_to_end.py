@@ -186,8 +186,8 @@ def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence
         [
             "--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir),
             "--data-dir", str(toy_data_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
-            "--epochs", "2", "--batch-size", "8", "--eval-batch-size", "7", "--lstm-hidden", "16",
-            "--save-predictions",
+            "--epochs", "8", "--batch-size", "8", "--eval-batch-size", "7", "--lstm-hidden", "16",
+            "--lr", "1e-2", "--save-predictions",
         ],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -206,6 +206,15 @@ def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence
     dev = read_conll_file(toy_data_dir / "validation.txt", "validation")
     assert gold_entities == sum(tag.startswith("B-") for s in dev.sentences for tag in s.tags)
     assert len(list((tmp_path / "cache").glob("*/layers-*"))) == 3  # one cache per split, built once
+
+    # the same run in one process with the same effective batch (2 x 8): other batches, so
+    # equal within seed noise, not bit for bit
+    single = run(
+        toy_config(tiny_model_dir, toy_data_dir, tmp_path / "single", mode="feature", layers="last", epochs=8,
+                   batch_size=16, lstm_hidden=16, eval_batch_size=7, lr=1e-2, seed=record["config"]["seed"])
+    )  # fmt: skip
+    assert record["metrics"]["dev"]["f1"] > 0.8 and single["metrics"]["dev"]["f1"] > 0.8
+    assert abs(record["metrics"]["dev"]["f1"] - single["metrics"]["dev"]["f1"]) < 0.1
 
 
 def test_accelerate_launch_cpu_flag_completes_and_writes_one_record(tiny_model_dir, toy_data_dir, tmp_path):
