@@ -215,6 +215,7 @@ def arm_ours(settings: dict[str, object]) -> dict[str, object]:
         "data": record["data"],
         "distributed": record["distributed"],
         "padded_tokens_processed": padded,
+        "optimizer": record.get("optimizer"),
         "config": record["config"],
         "parameters": record["parameters"],
     }
@@ -434,15 +435,15 @@ def child_environment(mixed_precision: str) -> dict[str, str]:
 
 
 def optimizer_implementations() -> dict[str, str]:
-    """What each arm's AdamW runs as on this machine's device (ours: torch.optim.AdamW defaults)."""
+    """Which AdamW kernel each arm steps on this machine's device: ours picks fused where
+    torch has it for the device, else foreach (:func:`bertprobe.optim.build_optimizer`)."""
     import torch
-    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    from bertprobe.optim import _has_fused_adamw
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    parameter = torch.zeros(1, device=device, requires_grad=True)
-    fused, foreach = _default_to_fused_or_foreach([parameter], differentiable=False, use_fused=False)
-    ours = "fused" if fused else "foreach" if foreach else "single-tensor loop"
-    return {"device": device, "ours (torch.optim.AdamW default)": ours, "stock": "Trainer optim (see trainer_settings)"}
+    ours = "fused" if _has_fused_adamw(device) else "foreach"
+    return {"device": device, "ours": ours, "stock": "Trainer optim (see trainer_settings)"}
 
 
 def summarise(pairs: list[dict[str, object]], real_tokens: int, epochs: int) -> dict[str, object]:
