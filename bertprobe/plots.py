@@ -280,13 +280,19 @@ def cost_points(records: Iterable[Record]) -> list[CostPoint]:
     return points
 
 
+#: Settings a learning curve may vary with the training-set size: the size itself, and the
+#: budget a protocol gives each size (more epochs and sparser dev passes for small sets,
+#: as in experiments/learning_curve.yaml). Runs differing only in these share a curve.
+CURVE_BUDGET_SETTINGS = ("train_fraction", "epochs", "eval_every")
+
+
 def learning_curves(records: Iterable[Record]) -> list[Curve]:
-    """Per table row (``train_fraction`` aside): mean dev score per training fraction; a run
-    without ``train_fraction`` trained on everything (1.0). Runs limited by
+    """Per table row (:data:`CURVE_BUDGET_SETTINGS` aside): mean dev score per training
+    fraction; a run without ``train_fraction`` trained on everything (1.0). Runs limited by
     ``max_train_examples`` have no fraction and are left out."""
     usable = [record for record in records if (record.get("config") or {}).get("max_train_examples") is None]
     curves = []
-    for section, rows in group_rows(usable, ignore=("train_fraction",)).items():
+    for section, rows in group_rows(usable, ignore=CURVE_BUDGET_SETTINGS).items():
         for row in rows:
             by_fraction: dict[float, list[Record]] = {}
             for record in row.records:

@@ -273,6 +273,20 @@ def fraction_records() -> list[dict[str, object]]:
     return records
 
 
+def test_a_curve_may_give_each_size_its_own_epochs():
+    runs = [
+        record("rte", seed=seed, train_fraction=fraction, epochs=epochs, eval_every=every, dev=scores(accuracy=value))
+        for seed, fraction, epochs, every, value in ((1, 0.01, 10, 5, 0.5), (2, 0.01, 10, 5, 0.6), (1, 0.1, 4, 2, 0.7),
+                                                     (1, None, 3, 1, 0.9))
+    ]  # fmt: skip
+    runs.append(record("rte", train_fraction=0.1, lr=1e-4, dev=scores(accuracy=0.2)))  # another setting
+    curves = {curve.label: curve for curve in learning_curves(runs)}
+    assert sorted(curves) == ["Fine-tuning (lr=0.0001)", "Fine-tuning (lr=5e-05)"]
+    points = curves["Fine-tuning (lr=5e-05)"].points
+    assert [(p.x, p.n) for p in points] == [(0.01, 2), (0.1, 1), (1.0, 1)]
+    assert [p.mean for p in points] == pytest.approx([55.0, 70.0, 90.0])
+
+
 def test_cost_points_and_learning_curves():
     points = {point.label: point for point in cost_points(tune_or_not_records())}
     rte_partial = points["Partial (freeze 4 lowest)"]
