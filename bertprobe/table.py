@@ -504,6 +504,8 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
     values = {**ADDED_OPTION_DEFAULTS, **config}
     if values.get("optimizer") != "sgd":
         skipped.add("momentum")  # only SGD has momentum
+    if values.get("head") not in (None, "bilstm"):
+        skipped |= {"lstm_hidden", "lstm_layers"}  # only the BiLSTM head has them
     settings = {key: value for key, value in sorted(values.items()) if key not in skipped and value is not None}
     if not is_feature_system(system):
         settings.pop("layers", None)  # the encoder-training modes always use the last layer, whatever --layers says

@@ -324,3 +324,14 @@ def test_cli_empty_or_missing_folder_is_a_clear_error(tmp_path: Path, capsys: py
     assert not (tmp_path / "x.png").exists()
     assert main(["table", str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_lstm_size_splits_rows_only_where_the_head_is_a_bilstm():
+    finetuned = [make_record(seed=1, lstm_hidden=256), make_record(seed=2, lstm_hidden=768)]
+    features = [make_record(mode="feature", layers="last", lstm_hidden=size) for size in (256, 768)]
+    [rows] = group_rows(finetuned + features).values()
+    assert [(row.label, len(row.records)) for row in rows] == [
+        ("Fine-tuning", 2),
+        ("Last hidden (lstm_hidden=256)", 1),
+        ("Last hidden (lstm_hidden=768)", 1),
+    ]
