@@ -91,6 +91,7 @@ ADDED_OPTION_DEFAULTS: dict[str, object] = {
     "optimizer": "adamw",
     "momentum": 0.9,
     "gradient_accumulation_steps": 1,
+    "eval_every": 1,
 }
 
 #: Options that only act in some modes (or with some optimizer): elsewhere they never split a row.
@@ -384,9 +385,13 @@ class Row:
 
     @property
     def comparable_to_paper(self) -> bool:
-        """Same task as the paper's Table 7 and, for every seed, the paper's head."""
+        """Same task as the paper's Table 7, all of its training set and, for every seed, the
+    paper's head."""
         if self.section.task != PAPER_TASK or not self.records:
             return False
+        if any(_config(r).get("train_fraction") not in (None, 1.0) or _config(r).get("max_train_examples")
+               for r in self.records):  # fmt: skip
+            return False  # the paper trained on all of CoNLL-2003
         return all(_config(r).get("head") == PAPER_HEAD.get(str(_config(r).get("mode"))) for r in self.records)
 
     @property

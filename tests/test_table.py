@@ -220,6 +220,8 @@ def test_paper_values_only_beside_the_papers_head():
     [bilstm, linear_probe] = group_rows(records)[next(iter(group_rows(records)))]
     assert bilstm.paper_dev_f1 == 91.0 and bilstm.delta_dev == pytest.approx(0.9 * 100 - 91.0)
     assert linear_probe.paper_dev_f1 is None and linear_probe.delta_dev is None
+    [small] = group_rows([make_record(train_fraction=0.1)])[next(iter(group_rows(records)))]
+    assert small.paper_dev_f1 is None  # the paper trained on all of CoNLL-2003
 
 
 def test_csv_columns_and_values():
@@ -335,3 +337,6 @@ def test_lstm_size_splits_rows_only_where_the_head_is_a_bilstm():
         ("Last hidden (lstm_hidden=256)", 1),
         ("Last hidden (lstm_hidden=768)", 1),
     ]
+    old_record = make_record(seed=3)  # written before --eval-every existed
+    [row] = group_rows([make_record(seed=4, eval_every=1), old_record])[next(iter(group_rows([old_record])))]
+    assert len(row.records) == 2
