@@ -367,34 +367,39 @@ def _parameters_text(parameters: int | None) -> str:
 
 def plot_cost(records: Iterable[Record], path: str | Path) -> Path:
     """Dev score against mean train seconds (log scale), one point per configuration, one
-    panel per (model, task, data) section; marker area grows with the trainable parameters,
-    and each point is labelled with its system and parameter count."""
+    panel per (model, task, data) section; marker area grows with the trainable parameters.
+    Each point carries a number, and the legend under the panel says which configuration
+    it is (system, parameters, seeds): long labels beside crowded points would overlap."""
     points = cost_points(records)
     if not points:
         raise NoRecordsError("no records with both a train time and a dev score to plot")
     sections = sorted({point.section for point in points})
-    figure, axes = plt.subplots(len(sections), 1, figsize=(8.0, 4.8 * len(sections)), squeeze=False)
+    counts = [sum(point.section == section for point in points) for section in sections]
+    heights = [4.2 + 0.22 * count for count in counts]
+    figure, axes = plt.subplots(
+        len(sections), 1, figsize=(8.0, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     largest = max((point.parameters or 1) for point in points)
     for axis, section in zip(axes[:, 0], sections, strict=True):
         mine = [point for point in points if point.section == section]
-        for point, color in zip(mine, _colors(len(mine)), strict=True):
+        for number, (point, color) in enumerate(zip(mine, _colors(len(mine)), strict=True), start=1):
             area = 30.0 + 400.0 * math.sqrt((point.parameters or 1) / largest)
-            axis.scatter([point.seconds], [point.score], s=area, color=color, alpha=0.7, edgecolors="black")
+            label = f"{number}: {point.label} ({_parameters_text(point.parameters)}, n={point.n})"
+            axis.scatter(
+                [point.seconds], [point.score], s=area, color=color, alpha=0.7, edgecolors="black", label=label
+            )
             if point.std is not None:
                 axis.errorbar([point.seconds], [point.score], yerr=[point.std], color=color, capsize=3)
-            axis.annotate(
-                f"{point.label}\n{_parameters_text(point.parameters)}, n={point.n}",
-                (point.seconds, point.score),
-                xytext=(6, 6),
-                textcoords="offset points",
-                fontsize=7,
-            )
+            axis.annotate(str(number), (point.seconds, point.score), xytext=(5, 5), textcoords="offset points",
+                          fontsize=8, fontweight="bold")  # fmt: skip
         axis.set_xscale("log")
         axis.set_xlabel("train time (mean over seeds, s; log scale)")
         axis.set_ylabel("dev score (%)")
         axis.set_title(f"{_section_title(section)}: quality against cost", fontsize=9)
         axis.grid(alpha=0.3, which="both")
-        axis.margins(x=0.3, y=0.15)
+        axis.margins(x=0.15, y=0.15)
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, markerscale=0.4, frameon=False)
+    figure.tight_layout()
     return save_atomic(figure, path)
 
 
