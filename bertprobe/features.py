@@ -145,8 +145,11 @@ class FeatureCache:
             from bertprobe.progress import progress_bar
 
             iterator = progress_bar(batches, f"caching {split_name} features")
-        with torch.inference_mode():
-            for batch_indices in iterator:
+        def encode(batch_indices: list[int], features: np.ndarray) -> None:
+            """Encode one batch and write its rows; a batch the device has no memory for is
+            split in halves (again and again if need be), so the token budget is an upper
+            bound that adapts to the memory at hand."""
+            try:
                 batch = collate([dataset[i] for i in batch_indices])
                 inputs = {
                     key: batch[key].to(device)
@@ -157,8 +160,22 @@ class FeatureCache:
                 batch = {key: value.to(device) for key, value in batch.items()}
                 words = extract_rows(output.hidden_states, layers, batch, self.pooling)
                 words = words.to(torch.float16).cpu().numpy()
-                for row, index in enumerate(batch_indices):
-                    features[offsets[index] : offsets[index + 1]] = words[row, : counts[index]]
+            except torch.cuda.OutOfMemoryError:
+                if len(batch_indices) == 1:
+                    raise
+                batch = inputs = None  # let the failed batch's tensors go before retrying
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                middle = len(batch_indices) // 2
+                encode(batch_indices[:middle], features)
+                encode(batch_indices[middle:], features)
+                return
+            for row, index in enumerate(batch_indices):
+                features[offsets[index] : offsets[index + 1]] = words[row, : counts[index]]
+
+        with torch.inference_mode():
+            for batch_indices in iterator:
+                encode(batch_indices, features)
         features.flush()
         del features
         np.save(temporary / "offsets.npy", offsets)

@@ -129,3 +129,38 @@ def test_cached_features_stay_on_disk_and_are_read_one_window_at_a_time(tmp_path
     assert item.shape == (len(windows[1].labels), 1, 32)
     assert item.numpy().base is None or not isinstance(item.numpy().base, np.memmap)  # a copy of one window
     assert item.untyped_storage().nbytes() == item.numel() * 2
+
+
+def test_a_batch_the_device_has_no_memory_for_is_split_until_it_fits(tmp_path, encoder, windows):
+    """The cache build starts from a large token budget; a batch that runs out of memory is
+    halved and retried, and the features come out the same as with small batches."""
+    reference = build(FeatureCache(tmp_path / "small", "tiny", weights_digest(encoder)), windows, encoder, (0, 4))
+
+    class ScarceMemory(torch.nn.Module):
+        """The encoder, on a device that holds at most 3 windows at a time."""
+
+        def __init__(self, wrapped):
+            super().__init__()
+            self.wrapped, self.config, self.tried, self.encoded = wrapped, wrapped.config, [], []
+
+        def forward(self, **inputs):
+            self.tried.append(len(inputs["input_ids"]))
+            if len(inputs["input_ids"]) > 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            self.encoded.append(len(inputs["input_ids"]))
+            return self.wrapped(**inputs)
+
+    scarce = ScarceMemory(encoder)
+    cache = FeatureCache(tmp_path / "large", "tiny", weights_digest(encoder))
+    cached = cache.build(windows, (0, 4), scarce, 0, "validation", torch.device("cpu"), batch_tokens=10**6)
+    assert scarce.tried[:4] == [40, 20, 10, 5]  # one batch of all 40 windows, halved until it fits
+    assert max(scarce.encoded) <= 3 and sum(scarce.encoded) == len(windows)  # every window once
+    assert np.array_equal(np.asarray(cached.features), np.asarray(reference.features))
+
+    def always_out_of_memory(**inputs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    scarce.forward = always_out_of_memory  # not even one window fits: the error reaches the user
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        cache.build(windows, (4,), scarce, 0, "validation", torch.device("cpu"), batch_tokens=10**6)
+    assert not (tmp_path / "large" / cache.key(windows) / "layers-4").exists()  # nothing half-built published
