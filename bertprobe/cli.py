@@ -8,7 +8,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from bertprobe.config import DEFAULT_LR, MODES, ConfigError, RunConfig
+from bertprobe.config import DEFAULT_LR, MODES, ConfigError, RunConfig, option_type
 from bertprobe.heads import HEADS
 from bertprobe.layers import NAMED_STRATEGIES
 
@@ -96,20 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["default"] = []
         else:
             kwargs["default"] = default
-            kwargs["type"] = _field_type(field.type)
+            kwargs["type"] = option_type(field.type)
         if field.name == "mode":
             kwargs["choices"] = MODES
         parser.add_argument(flag, **kwargs)
     return parser
-
-
-def _field_type(annotation: object):
-    text = str(annotation)
-    if "float" in text:
-        return float
-    if "int" in text:
-        return int
-    return str
 
 
 def _attach_dash_values(argv: list[str]) -> list[str]:
@@ -275,7 +266,7 @@ def sweep_main(argv: list[str]) -> int:
     )
     overridable = ("model", "data_dir", "output_dir", "cache_dir", "context", "lstm_hidden", "epochs",
                    "max_train_examples", "task", "hub_dataset", "eval_batch_size")  # fmt: skip
-    types = {name: _field_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
+    types = {name: option_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
     for name in overridable:
         parser.add_argument("--" + name.replace("_", "-"), type=types[name], help=f"override {name} for every run")
     args = vars(parser.parse_args(argv))

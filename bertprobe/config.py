@@ -39,6 +39,17 @@ DEFAULT_LR = {"finetune": 5e-5, "feature": 1e-3, "partial": 5e-5, "lora": 5e-4}
 DEFAULT_HEAD = {"finetune": "linear", "feature": "bilstm", "partial": "linear", "lora": "linear"}
 
 
+def option_type(annotation: object) -> type:
+    """The type a :class:`RunConfig` field's text value converts to, from its annotation
+    (``float | None`` -> ``float``; anything neither float nor int stays ``str``)."""
+    text = str(annotation)
+    if "float" in text:
+        return float
+    if "int" in text:
+        return int
+    return str
+
+
 class ConfigError(ValueError):
     """An option value that cannot work; the message names the option."""
 
