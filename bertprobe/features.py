@@ -163,7 +163,9 @@ class FeatureCache:
             except torch.cuda.OutOfMemoryError:
                 if len(batch_indices) == 1:
                     raise
-                batch = inputs = None  # let the failed batch's tensors go before retrying
+                words = None  # retried below, after the handler: its traceback holds the failed pass's tensors
+            if words is None:
+                batch = inputs = None
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 middle = len(batch_indices) // 2
