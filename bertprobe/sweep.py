@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import ConfigError, RunConfig, option_type
 from bertprobe.layers import LayerSpec
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "runs", "grid"}
@@ -76,7 +76,7 @@ def expand(experiment: dict[str, object], overrides: dict[str, object], use_grid
 def parse_where(clauses: list[str]) -> dict[str, tuple[object, ...]]:
     """``["train_fraction=0.01,0.1", "mode=finetune"]`` -> ``{field: accepted values}``, each
     value converted to the :class:`RunConfig` field's type; ``none`` stands for an unset field."""
-    types = {f.name: str(f.type) for f in fields(RunConfig)}
+    types = {f.name: option_type(f.type) for f in fields(RunConfig)}
     where: dict[str, tuple[object, ...]] = {}
     for clause in clauses:
         name, sep, values = clause.partition("=")
@@ -89,10 +89,9 @@ def parse_where(clauses: list[str]) -> dict[str, tuple[object, ...]]:
     return where
 
 
-def _typed(value: str, annotation: str, clause: str) -> object:
+def _typed(value: str, converter: type, clause: str) -> object:
     if value.lower() == "none":
         return None
-    converter = float if "float" in annotation else int if "int" in annotation else str
     try:
         return converter(value)
     except ValueError:
