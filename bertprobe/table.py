@@ -31,6 +31,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 import statistics
 import warnings
 from collections.abc import Iterable, Sequence
@@ -519,9 +521,35 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
     return settings
 
 
-def _order(row: Row) -> tuple[tuple[int, int, str], float, str]:
-    """Systems in :func:`_system_rank` order; LoRA rows by rank; then by their labels."""
-    return _system_rank(row.system), _lora_rank_order(row.system, row.settings), row.label_settings
+def _order(row: Row) -> tuple[tuple[int, int, str], float, tuple[float, float], list[str | float]]:
+    """Systems in :func:`_system_rank` order; LoRA rows by rank; then the smaller training
+    sets first (by ``train_fraction``, then ``max_train_examples``; the whole set last); then
+    by their labels, numbers compared as numbers
+    (``epochs=3`` before ``epochs=10``)."""
+    return (
+        _system_rank(row.system),
+        _lora_rank_order(row.system, row.settings),
+        _train_size_order(row.settings),
+        _natural_key(row.label_settings),
+    )
+
+
+def _train_size_order(settings: dict[str, object]) -> tuple[float, float]:
+    fraction = settings.get("train_fraction")
+    limit = settings.get("max_train_examples")
+    return (
+        float(fraction) if isinstance(fraction, (int, float)) else 1.0,
+        float(limit) if isinstance(limit, (int, float)) else math.inf,
+    )
+
+
+def _natural_key(text: str) -> list[str | float]:
+    """``text`` split into alternating words and numbers: words at even positions, numbers
+    (as floats) at odd ones, so two keys always compare like with like."""
+    parts: list[str | float] = []
+    for position, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)):
+        parts.append(float(part) if position % 2 else part)
+    return parts
 
 
 def _lora_rank_order(system: str, settings: dict[str, object]) -> float:

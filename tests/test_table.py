@@ -224,6 +224,28 @@ def test_paper_values_only_beside_the_papers_head():
     assert small.paper_dev_f1 is None  # the paper trained on all of CoNLL-2003
 
 
+def test_rows_of_one_system_go_from_the_smallest_training_set_to_the_whole_set():
+    records = [
+        make_record(epochs=10, train_fraction=0.01),
+        make_record(epochs=3),  # the whole training set
+        make_record(epochs=4, train_fraction=0.1),
+        make_record(epochs=3, train_fraction=0.1, seed=2),
+        make_record(mode="feature", layers="last4concat", train_fraction=0.5),
+        make_record(mode="feature", layers="last4concat", max_train_examples=100),
+        make_record(mode="feature", layers="last4concat", max_train_examples=20),
+    ]
+    labels = [cells[0] for cells in markdown_rows(render_markdown(records))]
+    assert labels == [
+        "Fine-tuning (epochs=10, train_fraction=0.01)",
+        "Fine-tuning (epochs=3, train_fraction=0.1)",  # 3 before 10 at the same size
+        "Fine-tuning (epochs=4, train_fraction=0.1)",
+        "Fine-tuning (epochs=3, train_fraction=none)",
+        "Concat last four hidden (max_train_examples=none, train_fraction=0.5)",  # fraction first, then the cap
+        "Concat last four hidden (max_train_examples=20, train_fraction=none)",
+        "Concat last four hidden (max_train_examples=100, train_fraction=none)",
+    ]
+
+
 def test_csv_columns_and_values():
     records = [*three_seed_finetune(), make_record(mode="feature", layers="last4concat", dev_f1=0.95, trainable=77)]
     text = render_csv(records)
