@@ -145,6 +145,7 @@ class FeatureCache:
             from bertprobe.progress import progress_bar
 
             iterator = progress_bar(batches, f"caching {split_name} features")
+
         def encode(batch_indices: list[int], features: np.ndarray) -> None:
             """Encode one batch and write its rows; a batch the device has no memory for is
             split in halves (again and again if need be), so the token budget is an upper

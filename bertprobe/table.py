@@ -388,7 +388,7 @@ class Row:
     @property
     def comparable_to_paper(self) -> bool:
         """Same task as the paper's Table 7, all of its training set and, for every seed, the
-    paper's head."""
+        paper's head."""
         if self.section.task != PAPER_TASK or not self.records:
             return False
         if any(_config(r).get("train_fraction") not in (None, 1.0) or _config(r).get("max_train_examples")
