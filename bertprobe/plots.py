@@ -324,6 +324,14 @@ def _colors(count: int) -> list[object]:
     return [cycle(index % 10) for index in range(count)]
 
 
+def colors_by_system(systems: Sequence[str]) -> list[object]:
+    """A colour per item, one per distinct system in order of first appearance, so every
+    configuration of a system (each training-set size, say) shares its colour, and the
+    systems get the colours their learning curves have."""
+    palette = dict(zip(dict.fromkeys(systems), _colors(len(set(systems))), strict=True))
+    return [palette[system] for system in systems]
+
+
 def plot_layers(records: Iterable[Record], path: str | Path) -> Path:
     """Dev score of a probe on each single layer (x: 0 = embeddings .. L), a line per model
     and task (band: ± sample std over seeds), fine-tuning dashed in the same colour."""
@@ -367,8 +375,8 @@ def _parameters_text(parameters: int | None) -> str:
 
 def plot_cost(records: Iterable[Record], path: str | Path) -> Path:
     """Dev score against mean train seconds (log scale), one point per configuration, one
-    panel per (model, task, data) section; marker area grows with the trainable parameters.
-    Each point carries a number, and the legend under the panel says which configuration
+    panel per (model, task, data) section, a colour per system; marker area grows with the
+    trainable parameters. Each point carries a number, and the legend under the panel says which configuration
     it is (system, parameters, seeds): long labels beside crowded points would overlap."""
     points = cost_points(records)
     if not points:
@@ -382,7 +390,8 @@ def plot_cost(records: Iterable[Record], path: str | Path) -> Path:
     largest = max((point.parameters or 1) for point in points)
     for axis, section in zip(axes[:, 0], sections, strict=True):
         mine = [point for point in points if point.section == section]
-        for number, (point, color) in enumerate(zip(mine, _colors(len(mine)), strict=True), start=1):
+        colors = colors_by_system([point.system for point in mine])
+        for number, (point, color) in enumerate(zip(mine, colors, strict=True), start=1):
             area = 30.0 + 400.0 * math.sqrt((point.parameters or 1) / largest)
             label = f"{number}: {point.label} ({_parameters_text(point.parameters)}, n={point.n})"
             axis.scatter(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.plots import PLOTS, cost_points, layer_curves, learning_curves, single_layer
+from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
 from bertprobe.table import (
     ADDED_OPTION_DEFAULTS,
     TASKS_CSV_COLUMNS,
@@ -285,6 +285,16 @@ def test_a_curve_may_give_each_size_its_own_epochs():
     points = curves["Fine-tuning (lr=5e-05)"].points
     assert [(p.x, p.n) for p in points] == [(0.01, 2), (0.1, 1), (1.0, 1)]
     assert [p.mean for p in points] == pytest.approx([55.0, 70.0, 90.0])
+
+
+def test_cost_plot_gives_every_configuration_of_a_system_its_colour():
+    colors = colors_by_system(["finetune", "lora", "finetune", "feature:last", "lora"])
+    assert colors[0] == colors[2] and colors[1] == colors[4]
+    assert len({colors[0], colors[1], colors[3]}) == 3
+    systems = [point.system for point in cost_points(fraction_records())]
+    curves = learning_curves(fraction_records())
+    # the systems' colours in the cost plot are those of their learning curves (same order)
+    assert list(dict.fromkeys(systems)) == ["finetune", "lora"] and len(curves) == 2
 
 
 def test_cost_points_and_learning_curves():
