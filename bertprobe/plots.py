@@ -326,8 +326,8 @@ def _colors(count: int) -> list[object]:
 
 def colors_by_system(systems: Sequence[str]) -> list[object]:
     """A colour per item, one per distinct system in order of first appearance, so every
-    configuration of a system (each training-set size, say) shares its colour, and the
-    systems get the colours their learning curves have."""
+    configuration of a system (each training-set size, say) shares its colour; where each
+    system has one learning curve, it gets that curve's colour."""
     palette = dict(zip(dict.fromkeys(systems), _colors(len(set(systems))), strict=True))
     return [palette[system] for system in systems]
 
@@ -376,8 +376,9 @@ def _parameters_text(parameters: int | None) -> str:
 def plot_cost(records: Iterable[Record], path: str | Path) -> Path:
     """Dev score against mean train seconds (log scale), one point per configuration, one
     panel per (model, task, data) section, a colour per system; marker area grows with the
-    trainable parameters. Each point carries a number, and the legend under the panel says which configuration
-    it is (system, parameters, seeds): long labels beside crowded points would overlap."""
+    trainable parameters. Each point carries a number, and the legend under the panel says
+    which configuration it is (system, parameters, seeds): long labels beside crowded points
+    would overlap."""
     points = cost_points(records)
     if not points:
         raise NoRecordsError("no records with both a train time and a dev score to plot")

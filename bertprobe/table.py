@@ -524,8 +524,7 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
 def _order(row: Row) -> tuple[tuple[int, int, str], float, tuple[float, float], list[str | float]]:
     """Systems in :func:`_system_rank` order; LoRA rows by rank; then the smaller training
     sets first (by ``train_fraction``, then ``max_train_examples``; the whole set last); then
-    by their labels, numbers compared as numbers
-    (``epochs=3`` before ``epochs=10``)."""
+    by their labels, numbers compared as numbers (``epochs=3`` before ``epochs=10``)."""
     return (
         _system_rank(row.system),
         _lora_rank_order(row.system, row.settings),
