@@ -20,6 +20,7 @@ import os
 import re
 import statistics
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,8 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     if not sections:
         raise NoRecordsError("no result records to plot")
     rows_most = max(len(rows) for rows in sections.values())
-    figure, axes = plt.subplots(
-        len(sections), 1, figsize=(max(6.0, 1.1 * rows_most + 2.0), 4.8 * len(sections)), squeeze=False
-    )
+    width = max(8.0, 1.1 * rows_most + 2.0)
+    figure, axes = plt.subplots(len(sections), 1, figsize=(width, 4.8 * len(sections)), squeeze=False)
     paper_labelled = False
     for axis, (section, rows) in zip(axes[:, 0], sections.items(), strict=True):
         positions = list(range(len(rows)))
@@ -100,30 +100,42 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
         axis.set_ylabel("dev F1 (%)")
         count = sum(len(row.records) for row in rows)
         axis.set_title(
-            f"{section.model} · {section.data} ({section.task}, {section.context} context) · {count} records",
+            fit_to_width(
+                f"{section.model} · {section.data} ({section.task}, {section.context} context) · {count} records",
+                width,
+                fontsize=9,
+            ),
             fontsize=9,
         )
         axis.grid(axis="y", alpha=0.3)
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    figure.suptitle(
+    title = (
         "CoNLL-2003 NER dev F1: fine-tuning vs frozen features (paper: Devlin et al. 2019, Table 7)"
         if paper_labelled
-        else "Dev F1 per system",
-        fontsize=10,
+        else "Dev F1 per system"
     )
+    figure.suptitle(fit_to_width(title, width, fontsize=10), fontsize=10)
     return save_atomic(figure, path)
+
+
+def fit_to_width(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit a figure ``width_inches`` wide, estimating a
+    character at 0.6 of the font size (in points, 72 to the inch)."""
+    characters = max(20, int(width_inches * 72 / (0.6 * fontsize)))
+    return textwrap.fill(text, characters)
 
 
 def save_atomic(figure: Figure, path: str | Path) -> Path:
     """Lay out and write ``figure`` as a PNG via a temporary file renamed into place (a reader
-    never sees half a file), then close it; returns the path."""
+    never sees half a file), then close it; returns the path. The saved image grows to hold
+    every title, label and legend, so text beyond the figure's edges is never cut off."""
     figure.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        figure.savefig(temporary, format="png", dpi=120)
+        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

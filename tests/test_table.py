@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.plots import plot_table7
+from bertprobe.plots import fit_to_width, plot_table7, save_atomic
 from bertprobe.table import (
     CSV_COLUMNS,
     PAPER_DEV_F1,
@@ -294,6 +294,26 @@ def test_learned_layer_weights_are_averaged_over_seeds():
     assert weight_lines == ["| Weighted sum last four hidden | 2 | 1.500 | 0.200 | 0.200 | 0.200 | **0.400** |"]
     assert "| System | Seeds | γ (mean) | L9 | L10 | L11 | L12 |" in text
     assert "Learned layer weights" not in render_markdown(three_seed_finetune())
+
+
+def test_a_title_wider_than_the_figure_is_saved_whole(tmp_path: Path):
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(4.0, 3.0))
+    axis.plot([0, 1], [0, 1])
+    figure.suptitle("a title far wider than a four-inch figure can hold " * 3, fontsize=10)
+    path = save_atomic(figure, tmp_path / "wide.png")
+    width = matplotlib.image.imread(path).shape[1]
+    assert width > 4.0 * 120  # the image grew to hold the title instead of cutting it off
+
+
+def test_long_titles_are_broken_into_lines_that_fit_the_figure():
+    title = "sentence-transformers/all-MiniLM-L6-v2 · ../shared/data/conll2003 (conll2003, document context)"
+    lines = fit_to_width(title, 4.0, fontsize=10).split("\n")
+    assert len(lines) == 3 and all(len(line) <= 48 for line in lines)  # 4 in x 72 pt / 6 pt per character
+    assert " ".join(lines) == title
+    assert fit_to_width(title, 20.0, fontsize=10) == title
 
 
 def test_plot_writes_a_png(tmp_path: Path):
