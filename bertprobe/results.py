@@ -62,12 +62,37 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's name as Linux reports it, with its family/model numbers and clock.
+
+    Virtual machines often report a bare brand ("AMD EPYC"); the family and model numbers
+    still tell one generation from another, which is what makes two runs' times comparable.
+    Where ``cpuinfo`` cannot be read (macOS, Windows), ``platform.processor()`` is used.
+    """
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or "unknown"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "unknown"
+    details = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
+    if "cpu MHz" in fields:
+        details.append(f"{float(fields['cpu MHz']):.0f} MHz")
+    return f"{name} ({', '.join(details)})" if details else name
+
+
 def machine_description() -> dict[str, object]:
     import torch
 
     info: dict[str, object] = {
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }

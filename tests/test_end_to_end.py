@@ -45,6 +45,7 @@ def test_finetune_learns_the_toy_task_and_writes_a_complete_record(tiny_model_di
     on_disk = json.loads(path.read_text())
     for key in ("config", "metrics", "parameters", "time", "memory", "versions", "git_commit", "command", "history"):
         assert key in on_disk
+    assert on_disk["machine"]["cpu"] and on_disk["machine"]["cpu_count"] >= 1
     assert on_disk["config"]["lr"] == 1e-3 and on_disk["config"]["head"] == "linear"
     assert set(on_disk["metrics"]["dev"]["per_type"]) == {"PER", "LOC", "ORG"}
     assert on_disk["time"]["train_seconds"] > 0 and on_disk["memory"]["process_max_rss_bytes"] > 0
