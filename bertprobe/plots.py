@@ -19,7 +19,6 @@ import math
 import os
 import re
 import statistics
-import tempfile
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
+from bertprobe.results import temporary_beside
 from bertprobe.table import (
     FINETUNE,
     TASK_NAMES,
@@ -132,7 +132,7 @@ def save_atomic(figure: Figure, path: str | Path) -> Path:
     figure.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    handle, temporary = temporary_beside(target)
     os.close(handle)
     try:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")

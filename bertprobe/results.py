@@ -20,11 +20,25 @@ def write_json_atomic(path: str | Path, payload: object) -> Path:
     return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
+def temporary_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file in ``target``'s folder, to be renamed onto ``target``.
+
+    ``mkstemp`` makes the file private (mode 0600); it gets the mode any new file would
+    get here (0666 less the umask), so a renamed record or figure is as readable as one
+    written directly. Returns the open handle and the file's path.
+    """
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    return handle, temporary
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write text so that readers see either the old file or the complete new one."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    handle, temporary = temporary_beside(target)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)

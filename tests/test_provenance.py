@@ -1,11 +1,16 @@
-"""What a record says about the machine it ran on."""
+"""What a record says about the machine it ran on, and how records land on disk."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import stat
 from pathlib import Path
 
-from bertprobe.results import cpu_model
+import pytest
+
+from bertprobe.results import cpu_model, write_json_atomic
 
 TWO_CORES = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -37,3 +42,23 @@ def test_cpu_model_without_details_is_the_bare_name(tmp_path: Path):
 
 def test_cpu_model_falls_back_to_the_platform_where_cpuinfo_is_missing(tmp_path: Path):
     assert cpu_model(tmp_path / "absent") == (platform.processor() or "unknown")
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_atomic_records_and_figures_get_the_modes_of_ordinary_new_files(tmp_path: Path, umask_022):
+    import matplotlib.pyplot as plt
+
+    from bertprobe.plots import save_atomic
+
+    record = write_json_atomic(tmp_path / "record.json", {"f1": 0.5})
+    figure = save_atomic(plt.figure(), tmp_path / "figure.png")
+    assert stat.S_IMODE(record.stat().st_mode) == 0o644
+    assert stat.S_IMODE(figure.stat().st_mode) == 0o644
+    assert json.loads(record.read_text()) == {"f1": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png", "record.json"]  # no temporary left
