@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import FILLER, PEOPLE, PLACES
+from conftest import FILLER, GLUE_DIR, PEOPLE, PLACES, needs_glue
 
 from bertprobe.config import RunConfig
 from bertprobe.train import run
@@ -129,11 +129,12 @@ def test_bilstm_head_is_refused_for_pooled_inputs(tiny_model_dir, classification
         run(config)
 
 
+@needs_glue
 def test_glue_task_from_local_files_encodes_mrpc_pairs(tiny_tokenizer):
     from bertprobe.tasks.classification import SequenceTask
     from bertprobe.tasks.sequence import load_glue_dir
 
-    corpus = load_glue_dir("mrpc", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")
+    corpus = load_glue_dir("mrpc", GLUE_DIR)
     task = SequenceTask("mrpc", corpus, tiny_tokenizer, 64, "first", "f1", "equivalent", 50, 0)
     assert len(task.windows["train"]) == 50 and len(task.windows["validation"]) == 408
     assert all(1 in w.token_type_ids for w in task.windows["validation"])

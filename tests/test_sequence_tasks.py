@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import GLUE_DIR, needs_glue
 
 from bertprobe.sequence_metrics import classification_scores, regression_scores
 from bertprobe.tasks.conll import DataFormatError
@@ -19,9 +20,6 @@ from bertprobe.tasks.sequence import (
     load_glue_hub,
     read_table,
 )
-
-GLUE_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "glue"
-needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason=f"GLUE copies not found in {GLUE_DIR}")
 
 
 def write(path: Path, text: str) -> Path:
