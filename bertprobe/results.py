@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -95,7 +96,8 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
         fields.setdefault(key.strip(), value.strip())
     name = fields.get("model name") or platform.processor() or "unknown"
     details = [f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields]
-    if "cpu MHz" in fields:
+    # no clock, or one that is not a number: the name and model numbers still say enough
+    with contextlib.suppress(KeyError, ValueError):
         details.append(f"{float(fields['cpu MHz']):.0f} MHz")
     return f"{name} ({', '.join(details)})" if details else name
 

@@ -40,6 +40,12 @@ def test_cpu_model_without_details_is_the_bare_name(tmp_path: Path):
     assert cpu_model(cpuinfo) == "Some ARM core"
 
 
+def test_cpu_model_never_fails_on_an_odd_clock(tmp_path: Path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: X\ncpu family\t: 6\ncpu MHz\t\t: unknown\n")
+    assert cpu_model(cpuinfo) == "X (cpu family 6)"
+
+
 def test_cpu_model_falls_back_to_the_platform_where_cpuinfo_is_missing(tmp_path: Path):
     assert cpu_model(tmp_path / "absent") == (platform.processor() or "unknown")
 
