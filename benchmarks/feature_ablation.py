@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bertprobe.config import RunConfig
 from bertprobe.results import (
+    code_commit,
     command_line,
-    git_commit,
     machine_description,
     package_versions,
     write_json_atomic,
@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report", default="results/benchmarks/feature_ablation.json")
     args = parser.parse_args()
+    commit = code_commit()  # the code that runs, before a commit can land mid-benchmark
 
     base = RunConfig(
         mode="feature",
@@ -102,7 +103,7 @@ def main() -> int:
         "cached_over_floor": over_floor,
         "floor_seconds": floor,
         "command": command_line(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "machine": machine_description(),
         "versions": package_versions(),
     }

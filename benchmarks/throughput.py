@@ -64,8 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bertprobe.config import RunConfig
 from bertprobe.results import (
+    code_commit,
     command_line,
-    git_commit,
     machine_description,
     package_versions,
     write_json_atomic,
@@ -476,7 +476,7 @@ def summarise(pairs: list[dict[str, object]], real_tokens: int, epochs: int) -> 
 
 
 def working_tree_status() -> dict[str, object]:
-    """``git status --porcelain`` lines, untracked files included (``git_commit`` ignores those), and
+    """``git status --porcelain`` lines, untracked files included (``code_commit`` ignores those), and
     a digest of the uncommitted changes to tracked files, naming the exact code that ran."""
     root = Path(__file__).resolve().parent.parent
     try:
@@ -527,6 +527,7 @@ def main() -> int:
     from bertprobe.tasks import load_task
 
     started = time.perf_counter()
+    commit, tree_status = code_commit(), working_tree_status()  # the code that runs, before a commit can land
     with tempfile.TemporaryDirectory(prefix="bertprobe-throughput-") as scratch_name:
         scratch = Path(scratch_name)
         subset_dir = scratch / "data"
@@ -591,8 +592,8 @@ def main() -> int:
         "wall_seconds": time.perf_counter() - started,
         "command": command_line(),
         "code_root": str(Path(__file__).resolve().parent.parent),
-        "git_commit": git_commit(),
-        "working_tree_status": working_tree_status(),
+        "git_commit": commit,
+        "working_tree_status": tree_status,
         "machine": machine_description(),
         "versions": package_versions(),
     }

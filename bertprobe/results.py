@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -62,9 +63,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit() -> str:
-    """The commit of the code that ran, with ``-dirty`` when the work tree had changes."""
-    root = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: Path = PACKAGE_ROOT) -> str:
+    """The commit checked out in ``root`` now, with ``-dirty`` when tracked files have changes."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -75,6 +78,17 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
+
+
+@functools.cache
+def code_commit() -> str:
+    """The commit of the code this process runs: read once, when its first run starts.
+
+    Python imported bertprobe before that, so later commits (a change landed while a
+    long sweep trains) are not the code that runs; reading the work tree when a record
+    is written would name them.
+    """
+    return git_commit()
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:

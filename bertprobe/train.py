@@ -36,8 +36,8 @@ from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
 from bertprobe.progress import progress_bar
 from bertprobe.results import (
+    code_commit,
     command_line,
-    git_commit,
     machine_description,
     package_versions,
     peak_memory_bytes,
@@ -155,6 +155,7 @@ def run(config: RunConfig) -> dict[str, object]:
     set_seed(config.seed)
     peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
     started = time.perf_counter()
+    commit = code_commit()
 
     info = describe(config.model, load_config(config.model))
     layers: ResolvedLayers = resolve_strategy(config.layers if config.mode == "feature" else "last", info.num_layers)
@@ -338,7 +339,7 @@ def run(config: RunConfig) -> dict[str, object]:
         },
         "versions": package_versions(),
         "machine": machine_description(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "command": command_line(),
     }
     if frozen:

@@ -6,11 +6,15 @@ import json
 import os
 import platform
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+from test_end_to_end import toy_config
 
-from bertprobe.results import cpu_model, write_json_atomic
+import bertprobe.results
+import bertprobe.train
+from bertprobe.results import code_commit, cpu_model, git_commit, write_json_atomic
 
 TWO_CORES = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -68,3 +72,51 @@ def test_atomic_records_and_figures_get_the_modes_of_ordinary_new_files(tmp_path
     assert stat.S_IMODE(figure.stat().st_mode) == 0o644
     assert json.loads(record.read_text()) == {"f1": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png", "record.json"]  # no temporary left
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_commit_names_the_checkout_and_marks_changed_tracked_files(tmp_path: Path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git(tmp_path, "add", "code.py")
+    git(tmp_path, "commit", "-q", "-m", "first")
+    head = git(tmp_path, "rev-parse", "HEAD")
+    (tmp_path / "notes.txt").write_text("untracked files are not the code that ran\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"
+    assert git_commit(tmp_path / "code.py") == "unknown"  # not a folder git can run in
+
+
+@pytest.fixture
+def fresh_code_commit():
+    code_commit.cache_clear()
+    yield
+    code_commit.cache_clear()
+
+
+def test_records_name_the_commit_checked_out_when_the_process_first_ran(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, fresh_code_commit
+):
+    """A commit that lands while a sweep trains is not the code that runs: the first run's
+    record and every later run of the same process name the commit read at the first start."""
+    checkout = {"head": "commit-at-start"}
+    monkeypatch.setattr(bertprobe.results, "git_commit", lambda root=None: checkout["head"])
+    evaluate = bertprobe.train.evaluate
+
+    def evaluate_then_land_a_commit(*args, **kwargs):
+        checkout["head"] = "commit-landed-mid-run"
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(bertprobe.train, "evaluate", evaluate_then_land_a_commit)
+    options = dict(mode="feature", layers="last", epochs=1, max_train_examples=40)
+    first = bertprobe.train.run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, seed=1, **options))
+    second = bertprobe.train.run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, seed=2, **options))
+    assert checkout["head"] == "commit-landed-mid-run"  # the runs did evaluate
+    assert first["git_commit"] == second["git_commit"] == "commit-at-start"
+    on_disk = [json.loads(path.read_text())["git_commit"] for path in (tmp_path / "runs").glob("*.json")]
+    assert on_disk == ["commit-at-start", "commit-at-start"]
