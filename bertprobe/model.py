@@ -9,14 +9,21 @@ from bertprobe.layers import LayerCombiner, ResolvedLayers
 
 
 def gather_words(
-    hidden_states: tuple[torch.Tensor, ...], indices: tuple[int, ...], positions: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...],
+    indices: tuple[int, ...],
+    positions: torch.Tensor,
+    sources: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pick each word's first-sub-token vector from the chosen layers.
 
-    ``hidden_states[i]`` is ``[B, T, H]``, ``positions`` is ``[B, W]``; the result is
+    ``hidden_states[i]`` is ``[E, T, H]``, ``positions`` is ``[B, W]``; the result is
     ``[B, W, K, H]`` with the ``K`` layers in the order of ``indices``. Gathering before
-    combining keeps the work proportional to words, not sub-tokens.
+    combining keeps the work proportional to words, not sub-tokens. Window ``b`` reads row
+    ``sources[b]`` of the hidden states (several windows with the same sub-tokens share one
+    encoded row); without ``sources``, row ``b`` (then ``E = B``).
     """
+    if sources is not None:
+        return torch.stack([hidden_states[i][sources.unsqueeze(-1), positions] for i in indices], dim=-2)
     index = positions.unsqueeze(-1).expand(-1, -1, hidden_states[0].shape[-1])
     return torch.stack([hidden_states[i].gather(1, index) for i in indices], dim=-2)
 
@@ -44,12 +51,18 @@ def extract_rows(
     indices: tuple[int, ...],
     batch: dict[str, torch.Tensor],
     pooling: str | None,
+    sources: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What the head scores, ``[B, R, K, H]``: each labelled word's first sub-token
-    (``pooling=None``, R = words) or one pooled vector per input (R = 1)."""
+    (``pooling=None``, R = words) or one pooled vector per input (R = 1).
+
+    With ``sources`` (see :func:`gather_words`), ``batch["word_positions"]`` has a row per
+    window and ``batch["attention_mask"]`` a row per encoded input.
+    """
     if pooling is None:
-        return gather_words(hidden_states, indices, batch["word_positions"])
-    return pool_tokens(hidden_states, indices, batch["attention_mask"], pooling)
+        return gather_words(hidden_states, indices, batch["word_positions"], sources)
+    pooled = pool_tokens(hidden_states, indices, batch["attention_mask"], pooling)
+    return pooled if sources is None else pooled[sources]
 
 
 class ProbeModel(nn.Module):

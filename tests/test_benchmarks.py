@@ -1,8 +1,11 @@
-"""Helpers of benchmarks/throughput.py: the stock recipe's label alignment and the token counts."""
+"""Helpers of benchmarks/throughput.py (the stock recipe's label alignment and the token counts) and a
+whole run of benchmarks/cache_build.py on the tiny model."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,3 +92,21 @@ def test_write_conll_round_trips(throughput, tmp_path):
         (["EU", "rejects"], ["B-ORG", "O"], 0),
         (["Peter"], ["B-PER"], 1),
     ]
+
+
+def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model_dir, toy_data_dir, tmp_path):
+    report_path = tmp_path / "cache_build.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "cache_build.py"), "--model", str(tiny_model_dir),
+        "--data-dir", str(toy_data_dir), "--repeats", "2", "--report", str(report_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert (report["windows"], report["distinct_inputs"]) == (40, 8)  # 8 documents of 5 sentences
+    assert report["real_tokens"]["shared"] * 5 == report["real_tokens"]["per_window"]
+    assert [len(report["seconds"][arm]) for arm in ("shared", "per_window")] == [2, 2]
+    lines = (toy_data_dir / "validation.txt").read_text().splitlines()
+    assert report["features"]["words"] == sum(1 for line in lines if line and not line.startswith("-DOCSTART-"))
+    assert report["features"]["max_abs_difference"] < 1e-2
+    assert "speed-up" in result.stdout and report["git_commit"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from bertprobe.alignment import encode_split
 from bertprobe.batching import WindowCollator, WindowDataset
-from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
-from bertprobe.model import gather_words
+from bertprobe.features import FeatureCache, FeatureDataset, same_input_groups, weights_digest
+from bertprobe.model import gather_words, pool_tokens
 from bertprobe.tasks.conll import load_conll_dir
 
 
@@ -137,7 +139,7 @@ def test_a_batch_the_device_has_no_memory_for_is_split_until_it_fits(tmp_path, e
     reference = build(FeatureCache(tmp_path / "small", "tiny", weights_digest(encoder)), windows, encoder, (0, 4))
 
     class ScarceMemory(torch.nn.Module):
-        """The encoder, on a device that holds at most 3 windows at a time."""
+        """The encoder, on a device that holds one input at a time."""
 
         def __init__(self, wrapped):
             super().__init__()
@@ -145,7 +147,7 @@ def test_a_batch_the_device_has_no_memory_for_is_split_until_it_fits(tmp_path, e
 
         def forward(self, **inputs):
             self.tried.append(len(inputs["input_ids"]))
-            if len(inputs["input_ids"]) > 3:
+            if len(inputs["input_ids"]) > 1:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
             self.encoded.append(len(inputs["input_ids"]))
             return self.wrapped(**inputs)
@@ -153,8 +155,10 @@ def test_a_batch_the_device_has_no_memory_for_is_split_until_it_fits(tmp_path, e
     scarce = ScarceMemory(encoder)
     cache = FeatureCache(tmp_path / "large", "tiny", weights_digest(encoder))
     cached = cache.build(windows, (0, 4), scarce, 0, "validation", torch.device("cpu"), batch_tokens=10**6)
-    assert scarce.tried[:4] == [40, 20, 10, 5]  # one batch of all 40 windows, halved until it fits
-    assert max(scarce.encoded) <= 3 and sum(scarce.encoded) == len(windows)  # every window once
+    distinct = len(same_input_groups(windows))
+    assert distinct == 8  # 40 sentences in documents of 5 that fit the limit: one input each
+    assert scarce.tried[:4] == [8, 4, 2, 1]  # one batch of all 8 inputs, halved until it fits
+    assert max(scarce.encoded) == 1 and sum(scarce.encoded) == distinct  # every input once
     assert np.array_equal(np.asarray(cached.features), np.asarray(reference.features))
 
     def always_out_of_memory(**inputs):
@@ -164,3 +168,60 @@ def test_a_batch_the_device_has_no_memory_for_is_split_until_it_fits(tmp_path, e
     with pytest.raises(torch.cuda.OutOfMemoryError):
         cache.build(windows, (4,), scarce, 0, "validation", torch.device("cpu"), batch_tokens=10**6)
     assert not (tmp_path / "large" / cache.key(windows) / "layers-4").exists()  # nothing half-built published
+
+
+def encode_alone(encoder, window):
+    """A window's hidden states from a batch of itself alone: the reference for the cache."""
+    batch = WindowCollator(0)([WindowDataset([window])[0]])
+    with torch.no_grad():
+        inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+        return encoder(**inputs, output_hidden_states=True).hidden_states, batch
+
+
+def test_windows_with_one_input_are_encoded_once_and_keep_their_own_words(tmp_path, encoder, windows):
+    """Document context: every sentence of a short document is the same window with other
+    target words. The cache encodes that input once and stores each sentence's own words."""
+    groups = same_input_groups(windows)
+    assert sorted(index for group in groups for index in group) == list(range(len(windows)))
+    assert all(len({tuple(windows[i].input_ids) for i in group}) == 1 for group in groups)
+    assert len({tuple(windows[group[0]].input_ids) for group in groups}) == len(groups)
+    shared = max(groups, key=len)
+    assert len({tuple(windows[i].word_positions) for i in shared}) == len(shared) > 1
+
+    rows = []
+    encoder_forward = encoder.forward
+
+    def counting_forward(**inputs):
+        rows.append(len(inputs["input_ids"]))
+        return encoder_forward(**inputs)
+
+    encoder.forward = counting_forward
+    try:
+        cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+        cached = build(cache, windows, encoder, (0, 3))
+    finally:
+        del encoder.forward
+    assert sum(rows) == len(groups) < len(windows)
+    manifest = json.loads((cached.path / "manifest.json").read_text())
+    assert (manifest["windows"], manifest["encoded_inputs"]) == (len(windows), len(groups))
+    dataset = FeatureDataset(cached, windows, (3, 0))
+    for index in range(len(windows)):
+        states, batch = encode_alone(encoder, windows[index])
+        direct = gather_words(states, (3, 0), batch["word_positions"])[0].to(torch.float16)
+        assert torch.allclose(dataset[index]["features"].float(), direct.float(), atol=1e-3), index
+
+
+def test_pooled_rows_of_repeated_inputs_are_each_the_pool_of_that_input(tmp_path, encoder, windows):
+    """Sequence tasks keep one pooled row per input; a repeated input (the same sentence twice
+    in a split) is encoded once and every copy gets its row."""
+    repeated = [windows[0], windows[5], windows[0], windows[10], windows[5]]
+    assert [len(group) for group in same_input_groups(repeated)] == [2, 2, 1]
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder), pooling="mean")
+    cached = build(cache, repeated, encoder, (2,))
+    assert cached.features.shape == (5, 1, 32)
+    for index, window in enumerate(repeated):
+        states, batch = encode_alone(encoder, window)
+        direct = pool_tokens(states, (2,), batch["attention_mask"], "mean")[0, 0].to(torch.float16)
+        assert torch.allclose(torch.tensor(cached.features[index]).float(), direct.float(), atol=1e-3)
+    assert np.array_equal(cached.features[0], cached.features[2])
+    assert np.array_equal(cached.features[1], cached.features[4])
