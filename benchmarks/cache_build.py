@@ -27,13 +27,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
-from bertprobe.alignment import encode_split
+from bertprobe.alignment import EncodedWindow, encode_split
 from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, same_input_groups, weights_digest
 from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
 from bertprobe.tasks.conll import TaggedSplit, load_conll_dir
 
 ARMS = ("shared", "per_window")
+
+
+def input_counts(windows: list[EncodedWindow]) -> dict[str, object]:
+    """Windows, distinct inputs, and the real sub-tokens that each build encodes."""
+    groups = same_input_groups(windows)
+    return {
+        "windows": len(windows),
+        "distinct_inputs": len(groups),
+        "real_tokens": {
+            "per_window": sum(len(window.input_ids) for window in windows),
+            "shared": sum(len(windows[group[0]].input_ids) for group in groups),
+        },
+    }
 
 
 def main() -> int:
@@ -51,12 +64,15 @@ def main() -> int:
     info = describe(args.model, load_config(args.model))
     tokenizer = load_tokenizer(args.model)
     corpus = load_conll_dir(args.data_dir)
-    split = corpus.splits[args.split]
-    if args.max_sentences is not None:
-        split = TaggedSplit(split.name, split.sentences[: args.max_sentences])
     label_to_id = {label: i for i, label in enumerate(corpus.label_list())}
-    windows = encode_split(split, tokenizer, label_to_id, info.max_positions, args.context)
-    groups = same_input_groups(windows)
+    counts, windows = {}, []
+    for name, split in corpus.splits.items():  # every split counted, the chosen one built
+        if args.max_sentences is not None:
+            split = TaggedSplit(split.name, split.sentences[: args.max_sentences])
+        split_windows = encode_split(split, tokenizer, label_to_id, info.max_positions, args.context)
+        counts[name] = input_counts(split_windows)
+        if name == args.split:
+            windows = split_windows
     encoder = load_encoder(args.model).eval()
     digest = weights_digest(encoder)
     layers = tuple(range(info.num_layers + 1))
@@ -83,12 +99,8 @@ def main() -> int:
     report = {
         "benchmark": "cache_build",
         "settings": vars(args),
-        "windows": len(windows),
-        "distinct_inputs": len(groups),
-        "real_tokens": {
-            "per_window": sum(len(w.input_ids) for w in windows),
-            "shared": sum(len(windows[group[0]].input_ids) for group in groups),
-        },
+        **counts[args.split],
+        "splits": counts,
         "layers": list(layers),
         "seconds": seconds,
         "median_seconds": median,
@@ -104,9 +116,14 @@ def main() -> int:
         "versions": package_versions(),
     }
     write_json_atomic(args.report, report)
-    tokens = report["real_tokens"]
-    print(f"\n{args.split} ({args.context} context): {len(windows)} windows, {len(groups)} distinct inputs")
-    print(f"real sub-tokens encoded: per window {tokens['per_window']:,}, shared {tokens['shared']:,}")
+    print(f"\n{args.context} context: windows, distinct inputs, real sub-tokens to encode (per window / shared)")
+    for name, count in counts.items():
+        tokens = count["real_tokens"]
+        print(
+            f"  {name:<11}{count['windows']:>8,}{count['distinct_inputs']:>8,}{tokens['per_window']:>12,}"
+            f"{tokens['shared']:>12,}  ({tokens['per_window'] / tokens['shared']:.1f}x)"
+        )
+    print(f"built and timed: {args.split}")
     print(f"median build, per window: {median['per_window']:8.1f} s")
     print(f"median build, shared:     {median['shared']:8.1f} s")
     print(f"speed-up:                 {speedup:8.2f}x")
