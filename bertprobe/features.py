@@ -13,7 +13,8 @@ files, the context mode and the length limit). Any change there gives a new key,
 stale cache is never read. Strategies whose layers are a subset of a stored set reuse it.
 
 A build writes into a temporary folder that is renamed into place only when complete,
-so an interrupted build is never mistaken for a finished one.
+so an interrupted build is never mistaken for a finished one; the next build of the same
+cache on that machine deletes the folder a killed build left behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,7 +136,8 @@ class FeatureCache:
         """
         layers = tuple(sorted(set(layers)))
         final = self.root / self.key(windows) / ("layers-" + "-".join(map(str, layers)))
-        temporary = final.parent / f".building-{final.name}-{os.getpid()}"
+        remove_abandoned_builds(final)
+        temporary = final.parent / f".building-{final.name}-{socket.gethostname()}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         counts = np.array([1 if self.pooling else len(w.word_positions) for w in windows], dtype=np.int64)
@@ -221,6 +224,32 @@ class FeatureCache:
         else:
             os.replace(temporary, final)
         return self._open(final, layers)
+
+
+def remove_abandoned_builds(final: Path) -> None:
+    """Delete unfinished builds of ``final`` whose process, on this machine, has ended.
+
+    A build that was killed leaves its temporary folder (gigabytes for a large model);
+    the folder names the host and process that wrote it, so a build still running here
+    or on another machine sharing the cache folder is left alone.
+    """
+    prefix = f".building-{final.name}-{socket.gethostname()}-"
+    for folder in final.parent.glob(f"{prefix}*"):
+        pid = folder.name.removeprefix(prefix)
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill would end the process there; never delete a build we cannot check
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def same_input_groups(windows: Sequence[EncodedWindow]) -> list[list[int]]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,6 +110,24 @@ def test_an_interrupted_build_is_never_read(tmp_path, encoder, windows, monkeypa
     assert leftovers and all(p.name.startswith(".building-") for p in leftovers)
     assert cache.find(windows, (4,)) is None
     assert build(cache, windows, encoder, (4,)) is not None
+    assert cache.find(windows, (4,)) is not None
+
+
+def test_a_build_deletes_what_killed_builds_left_and_spares_running_ones(tmp_path, encoder, windows):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ended_pid, running_pid, host = int(ended.stdout), os.getppid(), socket.gethostname()
+    cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
+    folder = tmp_path / cache.key(windows)
+    killed = folder / f".building-layers-4-{host}-{ended_pid}"
+    running = folder / f".building-layers-4-{host}-{running_pid}"
+    elsewhere = folder / f".building-layers-4-another-host-{ended_pid}"
+    other_layers = folder / f".building-layers-3-{host}-{ended_pid}"
+    for leftover in (killed, running, elsewhere, other_layers):
+        leftover.mkdir(parents=True)
+        (leftover / "features.npy").write_bytes(b"half written")
+    build(cache, windows, encoder, (4,))
+    assert not killed.exists()
+    assert running.is_dir() and elsewhere.is_dir() and other_layers.is_dir()
     assert cache.find(windows, (4,)) is not None
 
 
