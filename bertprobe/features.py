@@ -173,21 +173,21 @@ class FeatureCache:
                 }
                 output = encoder(**inputs, output_hidden_states=True, return_dict=True)
                 positions = [torch.tensor(windows[index].word_positions) for index in members]
-                rows_of = {
+                to_extract = {
                     "attention_mask": inputs["attention_mask"],
                     "word_positions": pad_sequence(positions, batch_first=True).to(device),
                 }
                 sources = torch.tensor(
                     [row for row, group in enumerate(batch_groups) for _ in groups[group]], device=device
                 )
-                words = extract_rows(output.hidden_states, layers, rows_of, self.pooling, sources)
+                words = extract_rows(output.hidden_states, layers, to_extract, self.pooling, sources)
                 words = words.to(torch.float16).cpu().numpy()
             except torch.cuda.OutOfMemoryError:
                 if len(batch_groups) == 1:
                     raise
                 words = None  # retried below, after the handler: its traceback holds the failed pass's tensors
             if words is None:
-                batch = inputs = rows_of = None
+                batch = inputs = to_extract = None
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 middle = len(batch_groups) // 2
