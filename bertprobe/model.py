@@ -65,6 +65,20 @@ def extract_rows(
     return pooled if sources is None else pooled[sources]
 
 
+def distinct_inputs(inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The batch's distinct rows (equal ``input_ids``, ``attention_mask`` and token types)
+    and, for each window, the row that holds its input; ``None`` when every row differs,
+    and the inputs are returned as they came."""
+    rows = torch.cat([inputs[key] for key in sorted(inputs)], dim=1)
+    _, sources = torch.unique(rows, dim=0, return_inverse=True)
+    distinct = int(sources.max()) + 1
+    if distinct == len(rows):
+        return inputs, None
+    order = torch.arange(len(rows), device=rows.device)
+    first = torch.full((distinct,), len(rows), device=rows.device).scatter_reduce(0, sources, order, "amin")
+    return {key: value[first] for key, value in inputs.items()}, sources
+
+
 class ProbeModel(nn.Module):
     """Scores every row (labelled word, or pooled input) from the chosen hidden states.
 
@@ -98,12 +112,22 @@ class ProbeModel(nn.Module):
         return self
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, R, K, H]`` row features from the encoder."""
+        """``[B, R, K, H]`` row features from the encoder.
+
+        Where no gradient reaches the encoder and it is in eval mode (evaluation; a frozen
+        encoder without the cache), windows of the batch with identical inputs are encoded
+        once: with document context the sentences of a short document share one window.
+        """
         assert self.encoder is not None, "this probe has no encoder: pass cached features"
         inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
+        needs_grad = torch.is_grad_enabled() and not self.frozen_encoder
+        sources = None
+        if not needs_grad and not self.encoder.training and not torch.compiler.is_compiling():
+            inputs, sources = distinct_inputs(inputs)
+        with torch.set_grad_enabled(needs_grad):
             output = self.encoder(**inputs, output_hidden_states=True, return_dict=True)
-            return extract_rows(output.hidden_states, self.layers.indices, batch, self.pooling)
+        to_extract = {"word_positions": batch.get("word_positions"), "attention_mask": inputs["attention_mask"]}
+        return extract_rows(output.hidden_states, self.layers.indices, to_extract, self.pooling, sources)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         features = batch["features"] if "features" in batch else self.encode(batch)

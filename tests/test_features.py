@@ -15,7 +15,8 @@ import torch
 from bertprobe.alignment import encode_split
 from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.features import FeatureCache, FeatureDataset, same_input_groups, weights_digest
-from bertprobe.model import gather_words, pool_tokens
+from bertprobe.layers import resolve_strategy
+from bertprobe.model import ProbeModel, distinct_inputs, extract_rows, gather_words, pool_tokens
 from bertprobe.tasks.conll import load_conll_dir
 
 
@@ -210,14 +211,7 @@ def test_windows_with_one_input_are_encoded_once_and_keep_their_own_words(tmp_pa
     shared = max(groups, key=len)
     assert len({tuple(windows[i].word_positions) for i in shared}) == len(shared) > 1
 
-    rows = []
-    encoder_forward = encoder.forward
-
-    def counting_forward(**inputs):
-        rows.append(len(inputs["input_ids"]))
-        return encoder_forward(**inputs)
-
-    encoder.forward = counting_forward
+    rows = count_encoded_rows(encoder)
     try:
         cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))
         cached = build(cache, windows, encoder, (0, 3))
@@ -247,3 +241,54 @@ def test_pooled_rows_of_repeated_inputs_are_each_the_pool_of_that_input(tmp_path
         assert torch.allclose(torch.tensor(cached.features[index]).float(), direct.float(), atol=1e-3)
     assert np.array_equal(cached.features[0], cached.features[2])
     assert np.array_equal(cached.features[1], cached.features[4])
+
+
+def count_encoded_rows(encoder):
+    """Wrap ``encoder.forward`` so that every call records how many inputs it encoded."""
+    rows, forward = [], encoder.forward
+
+    def counting_forward(**inputs):
+        rows.append(len(inputs["input_ids"]))
+        return forward(**inputs)
+
+    encoder.forward = counting_forward
+    return rows
+
+
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_an_evaluating_probe_encodes_each_distinct_input_of_a_batch_once(tiny_model_dir, windows, pooling):
+    """Evaluation (and a frozen encoder without the cache) encodes identical windows of a
+    batch once; training with gradients through the encoder encodes every window."""
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(tiny_model_dir).eval()
+    batch = WindowCollator(0)([WindowDataset(windows)[i] for i in range(11)])  # documents of 5, 5 and 1 windows
+    layers = resolve_strategy("last4concat", 4)
+    with torch.inference_mode():
+        states = encoder(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")},
+                         output_hidden_states=True).hidden_states  # fmt: skip
+    expected = extract_rows(states, layers.indices, batch, pooling)
+
+    rows = count_encoded_rows(encoder)
+    for frozen in (True, False):
+        probe = ProbeModel(encoder, layers, torch.nn.Identity(), frozen_encoder=frozen, pooling=pooling).eval()
+        with torch.inference_mode():
+            features = probe.encode(batch)
+        assert rows.pop() == 3
+        torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+
+    probe = ProbeModel(encoder, layers, torch.nn.Identity(), frozen_encoder=False, pooling=pooling).train()
+    probe.encode(batch).sum().backward()  # fine-tuning: dropout differs per window, every window is encoded
+    assert rows.pop() == 11 and encoder.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_distinct_inputs_leaves_a_batch_of_different_windows_as_it_is(windows):
+    batch = WindowCollator(0)([WindowDataset(windows)[i] for i in (0, 5, 10, 15)])
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}
+    assert distinct_inputs(inputs) == (inputs, None)
+    repeated = {key: value[[0, 1, 0, 2, 1]] for key, value in inputs.items()}
+    shared, sources = distinct_inputs(repeated)
+    assert len(shared["input_ids"]) == 3 and len(set(sources.tolist())) == 3
+    assert sources[0] == sources[2] and sources[1] == sources[4]
+    for key, value in repeated.items():
+        assert torch.equal(shared[key][sources], value)
