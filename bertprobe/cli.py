@@ -265,7 +265,7 @@ def sweep_main(argv: list[str]) -> int:
         "e.g. --where train_fraction=0.01,0.1 --where mode=finetune",
     )
     overridable = ("model", "data_dir", "output_dir", "cache_dir", "context", "lstm_hidden", "epochs",
-                   "max_train_examples", "task", "hub_dataset", "eval_batch_size")  # fmt: skip
+                   "max_train_examples", "task", "hub_dataset", "eval_batch_size", "mixed_precision")  # fmt: skip
     types = {name: option_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
     for name in overridable:
         parser.add_argument("--" + name.replace("_", "-"), type=types[name], help=f"override {name} for every run")

@@ -41,6 +41,21 @@ def test_command_line_overrides_win_over_the_file():
     assert {c.context for c in configs} == {"sentence"}
 
 
+def test_sweep_command_passes_its_overrides_on(monkeypatch):
+    import bertprobe.sweep
+    from bertprobe.cli import sweep_main
+
+    seen = {}
+    monkeypatch.setattr(bertprobe.sweep, "run_sweep", lambda experiment, overrides, **kwargs: seen.update(overrides))
+    table7 = str(ROOT / "experiments" / "table7.yaml")
+    assert sweep_main([table7, "--mixed-precision", "bf16", "--lstm-hidden", "256", "--eval-batch-size", "16"]) == 0
+    assert seen == {"mixed_precision": "bf16", "lstm_hidden": 256, "eval_batch_size": 16}
+    configs = list(expand(load_experiment(table7), seen))
+    assert {c.mixed_precision for c in configs} == {"bf16"}
+    plain = {c.run_name() for c in expand(load_experiment(table7), {"lstm_hidden": 256, "eval_batch_size": 16})}
+    assert plain.isdisjoint(c.run_name() for c in configs)  # a bf16 run never skips for an fp32 record
+
+
 def test_experiment_file_errors(tmp_path):
     (tmp_path / "a.yaml").write_text("base: {}\n")
     with pytest.raises(ConfigError, match="needs a 'runs' list"):
