@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs ON the lent GPU machine, from the repository root, one step per device call (README,
-# "Table 7 on a lent GPU"); pack.sh filled .gpu/ here first. Each step re-does the set-up
-# that is missing, so a step may follow another on a warm machine or start a fresh one
-# (then with both .gpu/call1 and .gpu/call2 carried over two calls first).
+# Runs ON the lent GPU machine, from the repository root, one step per device call
+# (README, "The rest of Table 7 on a lent GPU"); pack.sh filled .gpu/ here first. Each step
+# re-does the set-up that is missing, so a step may follow another on a warm machine or
+# start a fresh one (then with both .gpu/call1 and .gpu/call2 carried over two calls first).
 #
 #   install   carry .gpu/call1   wheels into .gpu/site, the first part of the model
 #   table7    carry .gpu/call2   the fine-tuning row (5 seeds, bf16) and the missing feature
