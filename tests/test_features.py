@@ -182,7 +182,10 @@ def test_a_batch_the_device_has_no_memory_for_is_split_until_it_fits(tmp_path, e
     assert distinct == 8  # 40 sentences in documents of 5 that fit the limit: one input each
     assert scarce.tried[:4] == [8, 4, 2, 1]  # one batch of all 8 inputs, halved until it fits
     assert max(scarce.encoded) == 1 and sum(scarce.encoded) == distinct  # every input once
-    assert np.array_equal(np.asarray(cached.features), np.asarray(reference.features))
+    # the same values as the small batches' build, up to float16 rounding: on some CPUs (an
+    # AMD EPYC family 25 model 1 here) an input encoded alone rounds one element of 21,184
+    # one float16 step away from the same input encoded in a padded batch
+    np.testing.assert_allclose(np.asarray(cached.features), np.asarray(reference.features), rtol=0, atol=1e-3)
 
     def always_out_of_memory(**inputs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
