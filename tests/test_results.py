@@ -1,0 +1,78 @@
+"""The committed results are what their records say: every rendered table under
+``results/`` equals ``bertprobe table`` run on its records now, and every results table in
+the README appears, line for line, in one of those renderings. A number typed in by hand,
+or a table left behind when a record landed, fails here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+from bertprobe.table import load_records, render_markdown, render_tasks_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+# rendered file -> (records folder, renderer): the commands the README gives for each
+RENDERED: dict[str, tuple[str, Callable[[Iterable[dict[str, object]]], str]]] = {
+    "table7_minilm.md": ("table7_minilm", render_markdown),
+    "layers_minilm.md": ("layers_minilm_probe", render_markdown),
+    "learning_curve_minilm.md": ("learning_curve_minilm", render_markdown),
+    "tune_or_not_minilm.md": ("tune_or_not_minilm", render_tasks_markdown),
+}
+# records folders the README quotes without a rendered file of their own
+README_ONLY = {"conll2003_minilm": render_markdown}
+
+
+def render(folder: str, renderer: Callable[[Iterable[dict[str, object]]], str]) -> str:
+    return renderer(load_records(RESULTS / folder))
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """The runs of consecutive lines that start with ``|``, each one table."""
+    tables: list[list[str]] = []
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def test_every_rendered_file_is_named_here():
+    assert sorted(path.name for path in RESULTS.glob("*.md")) == sorted(RENDERED)
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_rendered_tables_match_their_records(name: str):
+    folder, renderer = RENDERED[name]
+    assert (RESULTS / name).read_text(encoding="utf-8") == render(folder, renderer), (
+        f"results/{name} is stale: run `bertprobe table results/{folder} --output results/{name}`"
+    )
+
+
+def test_readme_results_tables_come_from_the_records():
+    renderings = [render(folder, renderer) for folder, renderer in RENDERED.values()]
+    renderings += [render(folder, renderer) for folder, renderer in README_ONLY.items()]
+    rendered_lines = [rendering.splitlines() for rendering in renderings]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    results_tables = [table for table in markdown_tables(readme) if table[0].startswith("| System |")]
+    assert len(results_tables) >= 5
+    for table in results_tables:
+        found = any(
+            lines[start : start + len(table)] == table
+            for lines in rendered_lines
+            for start in range(len(lines) - len(table) + 1)
+        )
+        assert found, f"README table starting {table[0][:60]!r} ... {table[-1][:60]!r} is in no rendering"
+
+
+def test_markdown_tables_splits_runs_of_table_lines():
+    text = "intro\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n"
+    assert markdown_tables(text) == [["| a | b |", "|---|---|", "| 1 | 2 |"], ["| c |"]]
