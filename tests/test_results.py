@@ -5,29 +5,30 @@ or a table left behind when a record landed, fails here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
-from bertprobe.table import load_records, render_markdown, render_tasks_markdown
+from bertprobe.table import LAYOUTS, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 
-# rendered file -> (records folder, renderer): the commands the README gives for each
-RENDERED: dict[str, tuple[str, Callable[[Iterable[dict[str, object]]], str]]] = {
-    "table7_minilm.md": ("table7_minilm", render_markdown),
-    "layers_minilm.md": ("layers_minilm_probe", render_markdown),
-    "learning_curve_minilm.md": ("learning_curve_minilm", render_markdown),
-    "tune_or_not_minilm.md": ("tune_or_not_minilm", render_tasks_markdown),
+# rendered file -> (records folder, `bertprobe table --layout`): the README's command for each
+RENDERED: dict[str, tuple[str, str]] = {
+    "table7_minilm.md": ("table7_minilm", "table7"),
+    "layers_minilm.md": ("layers_minilm_probe", "table7"),
+    "learning_curve_minilm.md": ("learning_curve_minilm", "table7"),
+    "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
 }
 # records folders the README quotes without a rendered file of their own
-README_ONLY = {"conll2003_minilm": render_markdown}
+README_ONLY = {"conll2003_minilm": "table7"}
 
 
-def render(folder: str, renderer: Callable[[Iterable[dict[str, object]]], str]) -> str:
-    return renderer(load_records(RESULTS / folder))
+def render(folder: str, layout: str) -> str:
+    """What ``bertprobe table results/FOLDER --layout LAYOUT`` prints as Markdown."""
+    render_markdown, _ = LAYOUTS[layout]
+    return render_markdown(load_records(RESULTS / folder))
 
 
 def markdown_tables(text: str) -> list[list[str]]:
@@ -51,16 +52,15 @@ def test_every_rendered_file_is_named_here():
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
 def test_rendered_tables_match_their_records(name: str):
-    folder, renderer = RENDERED[name]
-    assert (RESULTS / name).read_text(encoding="utf-8") == render(folder, renderer), (
-        f"results/{name} is stale: run `bertprobe table results/{folder} --output results/{name}`"
+    folder, layout = RENDERED[name]
+    assert (RESULTS / name).read_text(encoding="utf-8") == render(folder, layout), (
+        f"results/{name} is stale: run `bertprobe table results/{folder} --layout {layout} --output results/{name}`"
     )
 
 
 def test_readme_results_tables_come_from_the_records():
-    renderings = [render(folder, renderer) for folder, renderer in RENDERED.values()]
-    renderings += [render(folder, renderer) for folder, renderer in README_ONLY.items()]
-    rendered_lines = [rendering.splitlines() for rendering in renderings]
+    sources = [*RENDERED.values(), *README_ONLY.items()]
+    rendered_lines = [render(folder, layout).splitlines() for folder, layout in sources]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     results_tables = [table for table in markdown_tables(readme) if table[0].startswith("| System |")]
     assert len(results_tables) >= 5
