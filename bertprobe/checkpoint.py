@@ -1,6 +1,8 @@
-"""End-of-epoch checkpoints, so that an interrupted run resumes where it stopped.
+"""Checkpoints, so that an interrupted run resumes where it stopped.
 
-After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<n>``:
+After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<n>``
+(and, with ``--checkpoint-every B``, every B batches within an epoch, under
+``epoch-<n>-batch-<b>``: b batches of epoch n done):
 
 * Accelerate's training state (``accelerator.save_state``): model, optimizer, scheduler
   and every random-number generator, so the next epoch draws the same dropout masks and
@@ -26,10 +28,12 @@ PROGRESS_FILE = "progress.pt"
 
 @dataclass
 class TrainingProgress:
-    """What the loop knows at the end of an epoch besides the weights and optimizer."""
+    """What the loop knows at a checkpoint besides the weights and optimizer."""
 
-    epoch: int = 0
-    step: int = 0
+    epoch: int = 0  # epochs finished
+    step: int = 0  # batches trained on, over all epochs
+    batch_in_epoch: int = 0  # batches of epoch ``epoch + 1`` done (0 at an epoch's end)
+    epoch_loss_sum: float = 0.0  # their summed loss, which the epoch's mean loss needs
     history: list[dict[str, object]] = field(default_factory=list)
     best_score: float = float("-inf")
     best_epoch: int = 0
@@ -47,23 +51,38 @@ def checkpoint_root(output_dir: str | Path, run_name: str) -> Path:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest epoch folder whose save completed, or ``None``."""
+    """The newest checkpoint folder whose save completed, or ``None``."""
     if not root.is_dir():
         return None
     complete = [path for path in root.glob("epoch-*") if (path / PROGRESS_FILE).is_file()]
-    return max(complete, key=lambda path: int(path.name.split("-")[1]), default=None)
+    return max(complete, key=_position, default=None)
+
+
+def checkpoint_name(progress: TrainingProgress) -> str:
+    """``epoch-2`` after epoch 2; ``epoch-3-batch-150`` 150 batches into epoch 3."""
+    if progress.batch_in_epoch == 0:
+        return f"epoch-{progress.epoch}"
+    return f"epoch-{progress.epoch + 1}-batch-{progress.batch_in_epoch}"
+
+
+def _position(folder: Path) -> tuple[int, int]:
+    """(epochs finished, batches into the next) of a folder named by ``checkpoint_name``."""
+    parts = folder.name.split("-")
+    if len(parts) == 4 and parts[2] == "batch":
+        return int(parts[1]) - 1, int(parts[3])
+    return int(parts[1]), 0
 
 
 def save_checkpoint(accelerator, root: Path, progress: TrainingProgress) -> Path:
-    """Save the training state and the progress of the epoch just finished (every process
-    must call this; only the main process writes the progress file and prunes)."""
-    folder = root / f"epoch-{progress.epoch}"
+    """Save the training state and the loop's progress (every process must call this;
+    only the main process writes the progress file and prunes older checkpoints)."""
+    folder = root / checkpoint_name(progress)
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
         temporary = folder / f".{PROGRESS_FILE}.tmp"
         torch.save(progress.to_dict(), temporary)
         os.replace(temporary, folder / PROGRESS_FILE)
-        for older in root.glob("epoch-*"):
+        for older in root.glob("epoch-*"):  # the newest is the one just written
             if older != folder:
                 shutil.rmtree(older, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -72,6 +72,8 @@ HELP = {
     "mixed_precision": "no | fp16 | bf16 (default: what `accelerate launch --mixed_precision` says)",
     "compile": "torch.compile the model (dynamic shapes)",
     "checkpoint": "save a checkpoint after every epoch (removed when the run finishes), for --resume",
+    "checkpoint_every": "also checkpoint every this many batches within an epoch (0: at epoch ends only), "
+    "for epochs longer than a job may live",
     "resume": "continue an interrupted run from its last checkpoint under --output-dir/checkpoints",
     "report_to": "tensorboard: log each epoch's loss and dev score under --output-dir/tensorboard",
 }
@@ -265,7 +267,8 @@ def sweep_main(argv: list[str]) -> int:
         "e.g. --where train_fraction=0.01,0.1 --where mode=finetune",
     )
     overridable = ("model", "data_dir", "output_dir", "cache_dir", "context", "lstm_hidden", "epochs",
-                   "max_train_examples", "task", "hub_dataset", "eval_batch_size", "mixed_precision")  # fmt: skip
+                   "max_train_examples", "task", "hub_dataset", "eval_batch_size", "mixed_precision",
+                   "checkpoint_every")  # fmt: skip
     types = {name: option_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
     for name in overridable:
         parser.add_argument("--" + name.replace("_", "-"), type=types[name], help=f"override {name} for every run")

@@ -31,6 +31,16 @@ NAME_FIELDS_V1 = frozenset(
     )
 )  # fmt: skip
 
+#: Options that name folders or caches or keep books (checkpoints, resuming, tracking,
+#: compiling): they do not change what a run measures, so they stay out of its name's hash.
+#: ``bertprobe.table`` keeps its own copy (it does not import torch); a test holds the two equal.
+BOOKKEEPING_OPTIONS = frozenset(
+    (
+        "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",
+        "checkpoint", "checkpoint_every", "resume", "report_to", "compile",
+    )
+)  # fmt: skip
+
 #: Learning rates when --lr is not given: the paper's 5e-5 for fine-tuning, whole or partial;
 #: a randomly initialised head on frozen features, or low-rank adapters (which start as a
 #: no-op), learn faster and take a larger step.
@@ -106,6 +116,7 @@ class RunConfig:
     mixed_precision: str | None = None
     compile: bool = False
     checkpoint: bool = True
+    checkpoint_every: int = 0
     resume: bool = False
     report_to: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -139,6 +150,12 @@ class RunConfig:
             raise ConfigError("give --train-fraction or --max-train-examples, not both")
         if self.gradient_accumulation_steps < 1:
             raise ConfigError("--gradient-accumulation-steps must be at least 1")
+        if self.checkpoint_every < 0 or self.checkpoint_every % self.gradient_accumulation_steps:
+            raise ConfigError(
+                f"--checkpoint-every {self.checkpoint_every} must be 0 (epoch ends only) or a positive multiple of "
+                f"--gradient-accumulation-steps ({self.gradient_accumulation_steps}): a checkpoint taken between "
+                "two optimizer steps would lose the gradients accumulated so far"
+            )
         if self.mixed_precision not in MIXED_PRECISION:
             choices = ", ".join(str(choice) for choice in MIXED_PRECISION[1:])
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of {choices}")
@@ -224,15 +241,11 @@ class RunConfig:
     def run_name(self) -> str:
         """A readable, unique file name: the main choices, then a hash of everything."""
         resolved = self.resolved()
-        ignored = (
-            "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",
-            "checkpoint", "resume", "report_to", "compile",
-        )  # fmt: skip
         defaults = RunConfig().to_dict()
         settings = {
             k: v
             for k, v in resolved.to_dict().items()
-            if k not in ignored and (k in NAME_FIELDS_V1 or v != defaults[k])
+            if k not in BOOKKEEPING_OPTIONS and (k in NAME_FIELDS_V1 or v != defaults[k])
         }
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.rstrip("/").split("/")[-1])

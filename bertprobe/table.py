@@ -46,12 +46,12 @@ PARTIAL_PREFIX = "partial:"
 
 #: Configuration values that do not change what a run measures: they never split a row.
 #: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
-#: (checkpointing, resuming, tracking, compiling; they are also left out of the run name's
-#: hash in :meth:`bertprobe.config.RunConfig.run_name` for the same reason).
+#: (checkpointing, resuming, tracking, compiling): :data:`bertprobe.config.BOOKKEEPING_OPTIONS`,
+#: copied here so that rendering a table needs no torch.
 IGNORED_CONFIG_KEYS = frozenset(
     {
         "seed", "output_dir", "cache_dir", "save_predictions", "tags", "feature_cache", "cache_layers",
-        "check_loss_every", "checkpoint", "resume", "report_to", "compile",
+        "check_loss_every", "checkpoint", "checkpoint_every", "resume", "report_to", "compile",
     }
 )  # fmt: skip
 

@@ -86,6 +86,39 @@ def make_loaders(config: RunConfig, task: Task, inputs: dict[str, Dataset], coll
     return train, evaluation
 
 
+class RemainingBatches:
+    """The batches of an epoch after the first ``done`` of them, which a mid-epoch
+    checkpoint has already trained on; all of them when ``done`` is 0.
+
+    Starting a DataLoader's iterator draws one number from the global random generator
+    (its workers' base seed). An uninterrupted run drew it at the epoch's start, before the
+    checkpoint saved the generator's state, so a resumed run puts the state back after that
+    draw: the remaining batches then get the dropout masks they would have had.
+    """
+
+    def __init__(self, accelerator, loader: DataLoader, done: int) -> None:
+        self.loader = accelerator.skip_first_batches(loader, done) if done else loader
+        self.done = done
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if not self.done:
+            yield from self.loader
+            return
+        state = torch.get_rng_state()
+        iterator = iter(self.loader)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            torch.set_rng_state(state)
+        yield first
+        yield from iterator
+
+
 def predict(model, loader, accelerator, regression: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Window indices and per-row predictions, gathered from every process exactly once."""
     model.eval()
@@ -227,14 +260,16 @@ def run(config: RunConfig) -> dict[str, object]:
 
     metric = task.primary_metric
     for epoch in range(progress.epoch + 1, config.epochs + 1):
-        epoch_started = time.perf_counter()
+        epoch_started = segment_started = time.perf_counter()
         model.train()
         # the batch order of an epoch depends only on (seed, epoch): a resumed run sees
         # the same batches as an uninterrupted one
         train_loader.set_epoch(epoch - 1)
         train_sampler.set_epoch(epoch - 1)
-        loss_sum = torch.zeros((), device=accelerator.device)
-        batches = progress_bar(train_loader, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
+        # nonzero only in the epoch that a mid-epoch checkpoint resumes
+        loss_sum = torch.tensor(progress.epoch_loss_sum, device=accelerator.device)
+        epoch_batches = RemainingBatches(accelerator, train_loader, progress.batch_in_epoch)
+        batches = progress_bar(epoch_batches, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
         for batch in batches:
             with accelerator.accumulate(model):
                 loss = row_loss(model(batch), batch["labels"], batch["word_mask"], task.is_regression)
@@ -247,10 +282,23 @@ def run(config: RunConfig) -> dict[str, object]:
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()  # no .item(): the loop never waits for the device
             progress.step += 1
+            progress.batch_in_epoch += 1
             if progress.step % config.check_loss_every == 0:
                 _check_finite(loss_sum, epoch, progress.step, config)
+            if (
+                config.checkpoint
+                and config.checkpoint_every
+                and progress.batch_in_epoch % config.checkpoint_every == 0
+                and progress.batch_in_epoch < len(train_loader)  # the epoch's end saves its own
+            ):
+                _check_finite(loss_sum, epoch, progress.step, config)  # never save a diverged run
+                progress.train_seconds += time.perf_counter() - segment_started
+                progress.epoch_loss_sum = float(loss_sum)
+                save_checkpoint(accelerator, checkpoints, progress)
+                segment_started = time.perf_counter()  # saving is not training
         _check_finite(loss_sum, epoch, progress.step, config)
-        progress.train_seconds += time.perf_counter() - epoch_started
+        progress.train_seconds += time.perf_counter() - segment_started
+        progress.batch_in_epoch, progress.epoch_loss_sum = 0, 0.0
 
         mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(batches_per_process, 1)
         if epoch % config.eval_every and epoch < config.epochs:  # --eval-every: skip dev this epoch

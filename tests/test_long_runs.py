@@ -10,7 +10,7 @@ import torch
 from test_end_to_end import toy_config
 
 import bertprobe.train as train_module
-from bertprobe.checkpoint import PROGRESS_FILE, checkpoint_root, latest_checkpoint
+from bertprobe.checkpoint import PROGRESS_FILE, TrainingProgress, checkpoint_name, checkpoint_root, latest_checkpoint
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.tasks.base import select_training_examples
 from bertprobe.train import run
@@ -54,6 +54,75 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
     assert resumed["history"] == reference["history"]  # same losses to the last bit
     assert resumed["metrics"] == reference["metrics"]
     assert not checkpoint_root(config.output_dir, config.run_name()).exists()  # cleaned up when done
+
+
+def interrupt_at_training_batch(monkeypatch, number: int) -> None:
+    """Make the training loop die on its ``number``-th training batch (counted over epochs)."""
+    real_loss, calls = train_module.row_loss, 0
+
+    def loss(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            raise Interrupted(f"batch {number}")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "row_loss", loss)
+
+
+@pytest.mark.parametrize(("mode", "accumulation", "every"), [("finetune", 1, 3), ("feature", 1, 3), ("finetune", 2, 2)])
+def test_resume_within_an_epoch_gives_the_uninterrupted_result(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, mode, accumulation, every
+):
+    """--checkpoint-every: killed on batch 5 of epoch 2, the run resumes after the checkpoint
+    taken at batch 4 (every 2) or 3 (every 3) of that epoch, and ends bit-identical to a run
+    never stopped: same batches, same dropout masks, same optimizer and schedule state."""
+    options = dict(
+        mode=mode, epochs=3, batch_size=6, max_train_examples=60, gradient_accumulation_steps=accumulation,
+        lr=1e-3 if mode == "finetune" else 1e-2,
+    )  # fmt: skip
+    reference = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "reference", **options))
+    batches_per_epoch = math.ceil(reference["data"]["windows"]["train"] / 6)
+    assert batches_per_epoch == 10
+
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path / "interrupted", checkpoint_every=every, **options)
+    interrupt_at_training_batch(monkeypatch, batches_per_epoch + 5)
+    with pytest.raises(Interrupted):
+        run(config)
+    saved = latest_checkpoint(checkpoint_root(config.output_dir, config.run_name()))
+    done = 5 - 1 - (5 - 1) % every
+    assert saved is not None and saved.name == f"epoch-2-batch-{done}"
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # older checkpoints pruned
+
+    monkeypatch.undo()
+    resumed = run(RunConfig(**{**config.to_dict(), "tags": (), "resume": True}))
+    assert resumed["resumed_from"] == str(saved)
+    assert resumed["history"] == reference["history"]  # same mean losses to the last bit
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["final_lr"] == reference["final_lr"]
+    assert resumed["name"] == reference["name"]  # checkpointing more often is not another run
+    assert not checkpoint_root(config.output_dir, config.run_name()).exists()
+
+
+def test_checkpoints_are_ordered_by_training_done(tmp_path):
+    assert checkpoint_name(TrainingProgress(epoch=2)) == "epoch-2"
+    assert checkpoint_name(TrainingProgress(epoch=2, batch_in_epoch=150)) == "epoch-3-batch-150"
+    root = tmp_path / "checkpoints" / "run"
+    for name in ("epoch-2", "epoch-3-batch-40", "epoch-3-batch-150", "epoch-3-batch-900"):
+        (root / name).mkdir(parents=True)
+        (root / name / PROGRESS_FILE).write_bytes(b"done")
+    (root / "epoch-3-batch-900" / PROGRESS_FILE).unlink()  # killed while saving
+    assert latest_checkpoint(root) == root / "epoch-3-batch-150"  # 150 > 40, numerically
+    (root / "epoch-3").mkdir()
+    (root / "epoch-3" / PROGRESS_FILE).write_bytes(b"done")
+    assert latest_checkpoint(root) == root / "epoch-3"
+
+
+def test_checkpoint_every_must_fall_on_optimizer_steps():
+    RunConfig(checkpoint_every=4, gradient_accumulation_steps=2).resolved()
+    for every, accumulation in ((3, 2), (-1, 1)):
+        with pytest.raises(ConfigError, match="--checkpoint-every"):
+            RunConfig(checkpoint_every=every, gradient_accumulation_steps=accumulation).resolved()
 
 
 def test_resume_without_a_checkpoint_starts_from_the_beginning(tiny_model_dir, toy_data_dir, tmp_path):

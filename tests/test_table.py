@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bertprobe.config import BOOKKEEPING_OPTIONS
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
 from bertprobe.table import (
     CSV_COLUMNS,
+    IGNORED_CONFIG_KEYS,
     PAPER_DEV_F1,
     NoRecordsError,
     group_rows,
@@ -382,3 +384,15 @@ def test_lstm_size_splits_rows_only_where_the_head_is_a_bilstm():
     old_record = make_record(seed=3)  # written before --eval-every existed
     [row] = group_rows([make_record(seed=4, eval_every=1), old_record])[next(iter(group_rows([old_record])))]
     assert len(row.records) == 2
+
+
+def test_bookkeeping_options_never_split_a_row():
+    """A seed resumed with --checkpoint-every, or written elsewhere, stays in its row; the
+    table's list of such options is the run name's plus the seed."""
+    assert IGNORED_CONFIG_KEYS - {"seed"} == BOOKKEEPING_OPTIONS
+    records = [
+        make_record(seed=1),
+        make_record(seed=2, checkpoint_every=50, resume=True, checkpoint=True, report_to="tensorboard"),
+    ]
+    [rows] = group_rows(records).values()
+    assert [row.seeds for row in rows] == [[1, 2]]
