@@ -55,6 +55,14 @@ def test_sweep_command_passes_its_overrides_on(monkeypatch):
     plain = {c.run_name() for c in expand(load_experiment(table7), {"lstm_hidden": 256, "eval_batch_size": 16})}
     assert plain.isdisjoint(c.run_name() for c in configs)  # a bf16 run never skips for an fp32 record
 
+    seen.clear()
+    assert sweep_main([table7, "--checkpoint-every", "50"]) == 0
+    assert seen == {"checkpoint_every": 50}
+    configs = list(expand(load_experiment(table7), seen))
+    assert {c.checkpoint_every for c in configs} == {50}
+    # checkpointing more often is not another run: the sweep still finds the records it made
+    assert [c.run_name() for c in configs] == [c.run_name() for c in expand(load_experiment(table7), {})]
+
 
 def test_experiment_file_errors(tmp_path):
     (tmp_path / "a.yaml").write_text("base: {}\n")
