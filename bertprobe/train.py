@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -103,7 +104,7 @@ class RemainingBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if not self.done:
             yield from self.loader
             return
