@@ -33,7 +33,7 @@ NAME_FIELDS_V1 = frozenset(
 
 #: Options that name folders or caches or keep books (checkpoints, resuming, tracking,
 #: compiling): they do not change what a run measures, so they stay out of its name's hash.
-#: ``bertprobe.table`` keeps its own copy (it does not import torch); a test holds the two equal.
+#: Nor do they split a row of ``bertprobe table``.
 BOOKKEEPING_OPTIONS = frozenset(
     (
         "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",

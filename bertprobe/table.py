@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertprobe.config import BOOKKEEPING_OPTIONS
+
 FINETUNE = "finetune"
 LORA = "lora"
 #: System key of partial fine-tuning: ``partial:K`` froze the embeddings and the K lowest layers.
@@ -46,14 +48,8 @@ PARTIAL_PREFIX = "partial:"
 
 #: Configuration values that do not change what a run measures: they never split a row.
 #: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
-#: (checkpointing, resuming, tracking, compiling): :data:`bertprobe.config.BOOKKEEPING_OPTIONS`,
-#: copied here so that rendering a table needs no torch.
-IGNORED_CONFIG_KEYS = frozenset(
-    {
-        "seed", "output_dir", "cache_dir", "save_predictions", "tags", "feature_cache", "cache_layers",
-        "check_loss_every", "checkpoint", "checkpoint_every", "resume", "report_to", "compile",
-    }
-)  # fmt: skip
+#: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too.
+IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | {"seed"}
 
 #: The paper's Table 7 rows in the paper's order: system key -> display name.
 SYSTEM_NAMES: dict[str, str] = {

@@ -387,8 +387,8 @@ def test_lstm_size_splits_rows_only_where_the_head_is_a_bilstm():
 
 
 def test_bookkeeping_options_never_split_a_row():
-    """A seed resumed with --checkpoint-every, or written elsewhere, stays in its row; the
-    table's list of such options is the run name's plus the seed."""
+    """A seed resumed with --checkpoint-every, or written elsewhere, stays in its row: the
+    options a run's name leaves out, and the seed, never split a row."""
     assert IGNORED_CONFIG_KEYS - {"seed"} == BOOKKEEPING_OPTIONS
     records = [
         make_record(seed=1),
