@@ -8,7 +8,7 @@ After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<
   and every random-number generator, so the next epoch draws the same dropout masks and
   the same batch order as an uninterrupted run would;
 * ``progress.pt``: the loop's own bookkeeping (history, best epoch, best-dev weights and
-  predictions, time spent so far).
+  predictions, time spent so far, the checkpoints that earlier processes resumed).
 
 ``progress.pt`` is written last, atomically; a checkpoint folder without it is an
 interrupted save and is ignored. Only the newest complete checkpoint is kept.
@@ -41,6 +41,10 @@ class TrainingProgress:
     best_dev: tuple[dict, list] | None = None
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    # wall time of the processes that ran before this checkpoint, up to it; a resumed run
+    # adds its own, so the record's total covers every process, like train_seconds does
+    wall_seconds: float = 0.0
+    resumed_from: list[str] = field(default_factory=list)  # checkpoints resumed, oldest first
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

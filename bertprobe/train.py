@@ -253,11 +253,17 @@ def run(config: RunConfig) -> dict[str, object]:
     resumed_from = latest_checkpoint(checkpoints) if config.resume else None
     if resumed_from is not None:
         progress = load_checkpoint(accelerator, resumed_from)
+        progress.resumed_from.append(str(resumed_from))
         logger.info(f"resumed from {resumed_from} (epoch {progress.epoch} of {config.epochs} done)")
     elif config.resume:
         logger.info(f"--resume: no checkpoint under {checkpoints}; starting from the beginning")
     if config.report_to:
         accelerator.init_trackers(config.run_name(), config=_tracker_config(config))
+    earlier_processes_seconds = progress.wall_seconds
+
+    def checkpoint_now() -> None:
+        progress.wall_seconds = earlier_processes_seconds + time.perf_counter() - started
+        save_checkpoint(accelerator, checkpoints, progress)
 
     metric = task.primary_metric
     for epoch in range(progress.epoch + 1, config.epochs + 1):
@@ -295,7 +301,7 @@ def run(config: RunConfig) -> dict[str, object]:
                 _check_finite(loss_sum, epoch, progress.step, config)  # never save a diverged run
                 progress.train_seconds += time.perf_counter() - segment_started
                 progress.epoch_loss_sum = float(loss_sum)
-                save_checkpoint(accelerator, checkpoints, progress)
+                checkpoint_now()
                 segment_started = time.perf_counter()  # saving is not training
         _check_finite(loss_sum, epoch, progress.step, config)
         progress.train_seconds += time.perf_counter() - segment_started
@@ -329,7 +335,7 @@ def run(config: RunConfig) -> dict[str, object]:
                 }
         progress.epoch = epoch
         if config.checkpoint and epoch < config.epochs:
-            save_checkpoint(accelerator, checkpoints, progress)
+            checkpoint_now()
 
     history, best_epoch, best_dev = progress.history, progress.best_epoch, progress.best_dev
     train_seconds, eval_seconds = progress.train_seconds, progress.eval_seconds
@@ -342,6 +348,7 @@ def run(config: RunConfig) -> dict[str, object]:
         final["test"], predicted["test"] = evaluate(model, eval_loaders["test"], accelerator, task, "test")
     eval_seconds += time.perf_counter() - eval_started
 
+    this_process_seconds = time.perf_counter() - started
     record: dict[str, object] = {
         "schema": 1,
         "name": config.run_name(),
@@ -369,6 +376,7 @@ def run(config: RunConfig) -> dict[str, object]:
         "optimizer_steps_per_epoch": steps_per_epoch,
         "final_lr": scheduler.get_last_lr()[0],  # 0 when the linear decay ended exactly with training
         "resumed_from": str(resumed_from) if resumed_from is not None else None,
+        "resumes": progress.resumed_from,  # every checkpoint resumed, oldest first
         "parameters": parameters,
         "adaptation": adaptation.summary,
         "optimizer": optimizer_info,
@@ -377,7 +385,9 @@ def run(config: RunConfig) -> dict[str, object]:
             "train_seconds": train_seconds,
             "train_examples_per_second": len(task.windows["train"]) * config.epochs / max(train_seconds, 1e-9),
             "eval_seconds": eval_seconds,
-            "total_seconds": time.perf_counter() - started,
+            # every process's wall time: earlier ones up to their last checkpoint, and this one
+            "total_seconds": earlier_processes_seconds + this_process_seconds,
+            "this_process_seconds": this_process_seconds,
         },
         "memory": {**peak_memory_bytes(accelerator.device.type), "per_run": peak_memory_is_per_run},
         "feature_cache": cache_info,

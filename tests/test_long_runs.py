@@ -56,6 +56,25 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(
     assert not checkpoint_root(config.output_dir, config.run_name()).exists()  # cleaned up when done
 
 
+def test_a_run_resumed_twice_lists_both_checkpoints(tiny_model_dir, toy_data_dir, tmp_path, monkeypatch):
+    """A long run that several sessions carry on: the record names every checkpoint it
+    resumed from, oldest first, and its times add up over all the processes."""
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path, epochs=3, max_train_examples=30, resume=True)
+    root = checkpoint_root(config.output_dir, config.run_name())
+    resumed_from = []
+    for epoch in (2, 3):
+        interrupt_at_epoch(monkeypatch, epoch)
+        with pytest.raises(Interrupted):
+            run(config)
+        resumed_from.append(str(latest_checkpoint(root)))
+        monkeypatch.undo()
+    assert resumed_from == [str(root / "epoch-1"), str(root / "epoch-2")]
+    record = run(config)
+    assert record["resumes"] == resumed_from and record["resumed_from"] == resumed_from[-1]
+    assert record["time"]["total_seconds"] > record["time"]["this_process_seconds"]
+    assert record["time"]["total_seconds"] >= record["time"]["train_seconds"] + record["time"]["eval_seconds"]
+
+
 def interrupt_at_training_batch(monkeypatch, number: int) -> None:
     """Make the training loop die on its ``number``-th training batch (counted over epochs)."""
     real_loss, calls = train_module.row_loss, 0
@@ -94,9 +113,16 @@ def test_resume_within_an_epoch_gives_the_uninterrupted_result(
     assert saved is not None and saved.name == f"epoch-2-batch-{done}"
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # older checkpoints pruned
 
+    saved_progress = torch.load(saved / PROGRESS_FILE, weights_only=False)
+    # the killed process's wall time up to its checkpoint covers its training and dev passes
+    assert saved_progress["wall_seconds"] >= saved_progress["train_seconds"] + saved_progress["eval_seconds"] > 0
+
     monkeypatch.undo()
     resumed = run(RunConfig(**{**config.to_dict(), "tags": (), "resume": True}))
-    assert resumed["resumed_from"] == str(saved)
+    assert resumed["resumed_from"] == str(saved) and resumed["resumes"] == [str(saved)]
+    timing = resumed["time"]  # the total spans both processes, as train_seconds does
+    assert timing["total_seconds"] == pytest.approx(saved_progress["wall_seconds"] + timing["this_process_seconds"])
+    assert timing["total_seconds"] >= timing["train_seconds"] + timing["eval_seconds"]
     assert resumed["history"] == reference["history"]  # same mean losses to the last bit
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["final_lr"] == reference["final_lr"]
@@ -129,7 +155,8 @@ def test_resume_without_a_checkpoint_starts_from_the_beginning(tiny_model_dir, t
     record = run(
         toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=1, resume=True)
     )
-    assert record["resumed_from"] is None and len(record["history"]) == 1
+    assert record["resumed_from"] is None and record["resumes"] == [] and len(record["history"]) == 1
+    assert record["time"]["total_seconds"] == record["time"]["this_process_seconds"]
 
 
 def test_an_unfinished_checkpoint_save_is_never_used(tmp_path):
