@@ -132,6 +132,10 @@ def machine_description() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+    # allocator settings change speed, never results (benchmarks/cpu_allocator.py)
+    allocator = {name: value for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_")}
+    if allocator:
+        info["allocator_env"] = allocator
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()

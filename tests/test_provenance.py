@@ -16,7 +16,7 @@ from test_end_to_end import toy_config
 
 import bertprobe.results
 import bertprobe.train
-from bertprobe.results import code_commit, cpu_model, git_commit, write_json_atomic
+from bertprobe.results import code_commit, cpu_model, git_commit, machine_description, write_json_atomic
 
 TWO_CORES = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -167,3 +167,15 @@ def test_records_name_the_commit_checked_out_when_the_process_first_ran(
     assert first["git_commit"] == second["git_commit"] == "commit-at-start"
     on_disk = [json.loads(path.read_text())["git_commit"] for path in (tmp_path / "runs").glob("*.json")]
     assert on_disk == ["commit-at-start", "commit-at-start"]
+
+
+def test_machine_names_the_allocator_settings_that_are_set(monkeypatch):
+    """MALLOC_* variables change a CPU run's speed (benchmarks/cpu_allocator.py), so a record
+    says which were set; none set, no entry."""
+    for name in [name for name in os.environ if name.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    assert "allocator_env" not in machine_description()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "68719476736")
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")
+    monkeypatch.setenv("MALLOCATOR", "not one of glibc's")
+    assert machine_description()["allocator_env"] == {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
