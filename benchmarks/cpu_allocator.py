@@ -1,22 +1,27 @@
 """Fine-tuning steps on the CPU with glibc's default allocator settings and with large
-blocks kept in the heap.
+blocks kept in the heap: step time, page faults and resident memory.
 
 glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh
 ``mmap`` and returns it to the kernel on ``free``. A fine-tuning step on long windows
 allocates and frees many activations larger than that, so every step touches fresh pages,
-and the kernel zero-fills each one on its first touch: on some machines the process then
-spends more time in the kernel than in the maths. ``MALLOC_MMAP_MAX_=0`` (never ``mmap``)
-with a large ``MALLOC_TRIM_THRESHOLD_`` (never give the heap's top back) lets the freed
-blocks be reused. Neither changes a single number the step computes, only where its
-memory comes from; the script checks that both arms' losses are bit-identical.
+and the kernel zero-fills each one on its first touch. ``MALLOC_MMAP_MAX_=0`` (never
+``mmap``) with a large ``MALLOC_TRIM_THRESHOLD_`` (never give the heap's top back) lets
+freed blocks be reused, which is faster, but the heap fragments when the batches' shapes
+vary, and resident memory grows step after step (a fine-tuning run of the Table 7 row
+with these settings was killed by the kernel at 24 GB after 100 batches). Neither setting
+changes a number the step computes; the script checks that both arms' losses are
+bit-identical.
 
+Each step draws its window length between ``--min-length`` and ``--length`` from a fixed
+seed, the same in both arms (``--min-length`` equal to ``--length`` gives fixed shapes).
 Each arm runs in its own process (the settings are read when the process starts), in
-alternating order over ``--repeats``; the script prints the median step time, page faults
-and kernel time per step of each arm and their ratio, and writes a JSON report with the
-command, commit, machine and versions to ``--report``.
+alternating order over ``--repeats``; the script prints each arm's median step time, page
+faults and kernel time per step, its resident memory after the first and the last step,
+and the step-time ratio, and writes a JSON report with the command, commit, machine and
+versions to ``--report``.
 
     python benchmarks/cpu_allocator.py --model sentence-transformers/all-MiniLM-L6-v2 \\
-        --batch-size 8 --length 512
+        --batch-size 8 --min-length 128 --length 512 --steps 24
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -45,6 +51,12 @@ ARMS: dict[str, dict[str, str]] = {
 ALLOCATOR_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
+def resident_gib() -> float:
+    """This process's resident memory now (Linux), in GiB."""
+    with open("/proc/self/statm", encoding="ascii") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def worker(args: argparse.Namespace) -> dict[str, object]:
     """Time ``args.steps`` fine-tuning steps (after one untimed warm-up step) in this process."""
     torch.manual_seed(0)
@@ -53,10 +65,11 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     parameters = [*encoder.parameters(), *classifier.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=5e-5)
     vocab = encoder.config.vocab_size
-    input_ids = torch.randint(1000, vocab, (args.batch_size, args.length))
-    labels = torch.randint(0, 9, (args.batch_size, args.length))
+    lengths = random.Random(0).choices(range(args.min_length, args.length + 1), k=args.steps + 1)
 
-    def step() -> float:
+    def step(length: int) -> float:
+        input_ids = torch.randint(1000, vocab, (args.batch_size, length))
+        labels = torch.randint(0, 9, (args.batch_size, length))
         logits = classifier(encoder(input_ids=input_ids).last_hidden_state)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
         loss.backward()
@@ -64,16 +77,20 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         optimizer.zero_grad(set_to_none=True)
         return float(loss)
 
-    losses = [step()]
+    losses = [step(lengths[0])]
+    resident = [resident_gib()]
     before, seconds = resource.getrusage(resource.RUSAGE_SELF), []
-    for _ in range(args.steps):
+    for length in lengths[1:]:
         started = time.perf_counter()
-        losses.append(step())
+        losses.append(step(length))
         seconds.append(time.perf_counter() - started)
+        resident.append(resident_gib())
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "lengths": lengths,
         "step_seconds": seconds,
         "losses": losses,
+        "resident_gib": resident,
         "minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / args.steps,
         "user_seconds_per_step": (after.ru_utime - before.ru_utime) / args.steps,
         "kernel_seconds_per_step": (after.ru_stime - before.ru_stime) / args.steps,
@@ -86,7 +103,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, object]:
     environment.update(ARMS[arm])
     command = [
         sys.executable, __file__, "--worker", "--model", args.model, "--batch-size", str(args.batch_size),
-        "--length", str(args.length), "--steps", str(args.steps),
+        "--min-length", str(args.min_length), "--length", str(args.length), "--steps", str(args.steps),
     ]  # fmt: skip
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -98,8 +115,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--length", type=int, default=512, help="sub-tokens per window")
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per process")
+    parser.add_argument("--min-length", type=int, default=128, help="shortest window, in sub-tokens")
+    parser.add_argument("--length", type=int, default=512, help="longest window, in sub-tokens")
+    parser.add_argument("--steps", type=int, default=24, help="timed steps per process")
     parser.add_argument("--repeats", type=int, default=2, help="processes per arm, in alternating order")
     parser.add_argument("--report", default="results/benchmarks/cpu_allocator_cpu.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -114,16 +132,25 @@ def main() -> int:
     for repeat in range(args.repeats):
         for arm in names if repeat % 2 == 0 else names[::-1]:
             runs[arm].append(run_arm(arm, args))
-            median_step = statistics.median(runs[arm][-1]["step_seconds"])
-            print(f"repeat {repeat + 1}, {arm:<13}: median step {median_step:6.2f} s", flush=True)
+            result = runs[arm][-1]
+            print(
+                f"repeat {repeat + 1}, {arm:<13}: {sum(result['step_seconds']):7.1f} s, resident "
+                f"{result['resident_gib'][0]:.2f} -> {result['resident_gib'][-1]:.2f} GiB",
+                flush=True,
+            )
 
     summary = {}
     for arm, results in runs.items():
-        summary[arm] = {
-            key: statistics.median(value for result in results for value in _values(result[key]))
-            for key in ("step_seconds", "minor_faults_per_step", "user_seconds_per_step", "kernel_seconds_per_step")
+        summary[arm] = {  # medians over the arm's processes
+            "seconds": statistics.median(sum(result["step_seconds"]) for result in results),
+            **{
+                key: statistics.median(result[key] for result in results)
+                for key in ("minor_faults_per_step", "user_seconds_per_step", "kernel_seconds_per_step")
+            },
+            "resident_gib_first_step": statistics.median(result["resident_gib"][0] for result in results),
+            "resident_gib_last_step": statistics.median(result["resident_gib"][-1] for result in results),
         }
-    speedup = summary["glibc_default"]["step_seconds"] / summary["heap_only"]["step_seconds"]
+    speedup = summary["glibc_default"]["seconds"] / summary["heap_only"]["seconds"]
     first_losses = runs[names[0]][0]["losses"]
     same_losses = all(result["losses"] == first_losses for results in runs.values() for result in results)
     report = {
@@ -140,21 +167,21 @@ def main() -> int:
         "versions": package_versions(),
     }
     write_json_atomic(args.report, report)
-    print(f"\n{args.batch_size} windows of {args.length} sub-tokens, {args.model}, medians per step:")
-    print(f"{'arm':<15}{'seconds':>9}{'page faults':>13}{'user s':>9}{'kernel s':>10}")
+    print(
+        f"\n{args.steps} steps of {args.batch_size} windows of {args.min_length}-{args.length} sub-tokens, "
+        f"{args.model} (medians over {args.repeats} processes an arm)"
+    )
+    print(f"{'arm':<15}{'seconds':>9}{'faults/step':>13}{'user s/step':>13}{'kernel s/step':>15}{'resident GiB':>18}")
     for arm, values in summary.items():
         print(
-            f"{arm:<15}{values['step_seconds']:>9.2f}{values['minor_faults_per_step']:>13,.0f}"
-            f"{values['user_seconds_per_step']:>9.2f}{values['kernel_seconds_per_step']:>10.2f}"
+            f"{arm:<15}{values['seconds']:>9.1f}{values['minor_faults_per_step']:>13,.0f}"
+            f"{values['user_seconds_per_step']:>13.2f}{values['kernel_seconds_per_step']:>15.2f}"
+            f"{values['resident_gib_first_step']:>10.2f} -> {values['resident_gib_last_step']:.2f}"
         )
     print(f"speed-up, heap only vs default: {speedup:.2f}x")
     print(f"losses bit-identical across arms: {same_losses}")
     print(f"report: {args.report}")
     return 0 if same_losses else 1
-
-
-def _values(value: object) -> list[float]:
-    return [float(item) for item in value] if isinstance(value, list) else [float(value)]
 
 
 if __name__ == "__main__":
