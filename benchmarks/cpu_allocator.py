@@ -48,7 +48,6 @@ ARMS: dict[str, dict[str, str]] = {
     "glibc_default": {},
     "heap_only": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)},
 }
-ALLOCATOR_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def resident_gib() -> float:
@@ -99,7 +98,8 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run_arm(arm: str, args: argparse.Namespace) -> dict[str, object]:
-    environment = {name: value for name, value in os.environ.items() if name not in ALLOCATOR_VARIABLES}
+    # glibc's tunables as environment variables all start with MALLOC_: none leak into an arm
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
     environment.update(ARMS[arm])
     command = [
         sys.executable, __file__, "--worker", "--model", args.model, "--batch-size", str(args.batch_size),
@@ -122,6 +122,8 @@ def main() -> int:
     parser.add_argument("--report", default="results/benchmarks/cpu_allocator_cpu.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 1 <= args.min_length <= args.length:
+        parser.error(f"--min-length {args.min_length} must be between 1 and --length {args.length}")
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
