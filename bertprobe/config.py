@@ -9,6 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from bertprobe.alignment import CONTEXT_MODES
+from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.heads import HEADS
 from bertprobe.layers import LayerSpec
 
@@ -28,16 +29,6 @@ NAME_FIELDS_V1 = frozenset(
         "validation_file", "test_file", "text_columns", "label_column", "regression", "max_length", "head",
         "lstm_hidden", "lstm_layers", "dropout", "epochs", "lr", "batch_size", "eval_batch_size", "weight_decay",
         "warmup_fraction", "max_grad_norm", "seed", "max_train_examples",
-    )
-)  # fmt: skip
-
-#: Options that name folders or caches or keep books (checkpoints, resuming, tracking,
-#: compiling): they do not change what a run measures, so they stay out of its name's hash.
-#: Nor do they split a row of ``bertprobe table``.
-BOOKKEEPING_OPTIONS = frozenset(
-    (
-        "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",
-        "checkpoint", "checkpoint_every", "resume", "report_to", "compile",
     )
 )  # fmt: skip
 

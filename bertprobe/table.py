@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertprobe.config import BOOKKEEPING_OPTIONS
+from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 
 FINETUNE = "finetune"
 LORA = "lora"

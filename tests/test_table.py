@@ -6,11 +6,13 @@ import csv
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bertprobe.config import BOOKKEEPING_OPTIONS
+from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
 from bertprobe.table import (
     CSV_COLUMNS,
@@ -396,3 +398,10 @@ def test_bookkeeping_options_never_split_a_row():
     ]
     [rows] = group_rows(records).values()
     assert [row.seeds for row in rows] == [[1, 2]]
+
+
+def test_reading_records_needs_no_torch():
+    """bertprobe.table renders records on a machine without torch's import cost (or torch)."""
+    code = "import sys, bertprobe.table; print('torch' in sys.modules)"
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert finished.stdout.strip() == "False"
