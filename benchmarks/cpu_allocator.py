@@ -64,10 +64,11 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     parameters = [*encoder.parameters(), *classifier.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=5e-5)
     vocab = encoder.config.vocab_size
+    first_id = 1000 if vocab > 1000 else 0  # past BERT's special and unused ids, where there are so many
     lengths = random.Random(0).choices(range(args.min_length, args.length + 1), k=args.steps + 1)
 
     def step(length: int) -> float:
-        input_ids = torch.randint(1000, vocab, (args.batch_size, length))
+        input_ids = torch.randint(first_id, vocab, (args.batch_size, length))
         labels = torch.randint(0, 9, (args.batch_size, length))
         logits = classifier(encoder(input_ids=input_ids).last_hidden_state)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
