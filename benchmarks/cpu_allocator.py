@@ -1,5 +1,5 @@
 """Fine-tuning steps on the CPU with glibc's default allocator settings and with large
-blocks kept in the heap: step time, page faults and resident memory.
+blocks kept in the heap (trimmed or not): step time, page faults and resident memory.
 
 glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh
 ``mmap`` and returns it to the kernel on ``free``. A fine-tuning step on long windows
@@ -8,17 +8,19 @@ and the kernel zero-fills each one on its first touch. ``MALLOC_MMAP_MAX_=0`` (n
 ``mmap``) with a large ``MALLOC_TRIM_THRESHOLD_`` (never give the heap's top back) lets
 freed blocks be reused, which is faster, but the heap fragments when the batches' shapes
 vary, and resident memory grows step after step (a fine-tuning run of the Table 7 row
-with these settings was killed by the kernel at 24 GB after 100 batches). Neither setting
-changes a number the step computes; the script checks that both arms' losses are
-bit-identical.
+with these settings was killed by the kernel at 24 GB after 100 batches). The
+``heap_trim_N`` arms keep the heap too but call ``malloc_trim(0)``
+(:func:`bertprobe.cpu_heap.trim_heap`) after every N-th step, which hands the free pages
+back: do they keep the speed and bound the memory? No setting changes a number the step
+computes; the script checks that every arm's losses are bit-identical.
 
 Each step draws its window length between ``--min-length`` and ``--length`` from a fixed
-seed, the same in both arms (``--min-length`` equal to ``--length`` gives fixed shapes).
+seed, the same in every arm (``--min-length`` equal to ``--length`` gives fixed shapes).
 Each arm runs in its own process (the settings are read when the process starts), in
 alternating order over ``--repeats``; the script prints each arm's median step time, page
-faults and kernel time per step, its resident memory after the first and the last step,
-and the step-time ratio, and writes a JSON report with the command, commit, machine and
-versions to ``--report``.
+faults and kernel time per step, its resident memory after the first and the last step
+and its peak, and each arm's step-time ratio to glibc's defaults, and writes a JSON report
+with the command, commit, machine and versions to ``--report``.
 
     python benchmarks/cpu_allocator.py --model sentence-transformers/all-MiniLM-L6-v2 \\
         --batch-size 8 --min-length 128 --length 512 --steps 24
@@ -35,18 +37,33 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from bertprobe.cpu_heap import trim_heap
 from bertprobe.encoder import load_encoder
 from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
 
-ARMS: dict[str, dict[str, str]] = {
-    "glibc_default": {},
-    "heap_only": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)},
+HEAP_ONLY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """glibc settings for the worker's environment, and how often it calls ``malloc_trim(0)`` (0: never)."""
+
+    environment: dict[str, str]
+    trim_every: int = 0
+
+
+ARMS: dict[str, Arm] = {
+    "glibc_default": Arm({}),
+    "heap_only": Arm(HEAP_ONLY),
+    "heap_trim_1": Arm(HEAP_ONLY, trim_every=1),
+    "heap_trim_8": Arm(HEAP_ONLY, trim_every=8),
 }
 
 
@@ -80,9 +97,11 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     losses = [step(lengths[0])]
     resident = [resident_gib()]
     before, seconds = resource.getrusage(resource.RUSAGE_SELF), []
-    for length in lengths[1:]:
+    for number, length in enumerate(lengths[1:], start=1):
         started = time.perf_counter()
         losses.append(step(length))
+        if args.trim_every and number % args.trim_every == 0:
+            trim_heap()
         seconds.append(time.perf_counter() - started)
         resident.append(resident_gib())
     after = resource.getrusage(resource.RUSAGE_SELF)
@@ -101,10 +120,11 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
 def run_arm(arm: str, args: argparse.Namespace) -> dict[str, object]:
     # glibc's tunables as environment variables all start with MALLOC_: none leak into an arm
     environment = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
-    environment.update(ARMS[arm])
+    environment.update(ARMS[arm].environment)
     command = [
         sys.executable, __file__, "--worker", "--model", args.model, "--batch-size", str(args.batch_size),
         "--min-length", str(args.min_length), "--length", str(args.length), "--steps", str(args.steps),
+        "--trim-every", str(ARMS[arm].trim_every),
     ]  # fmt: skip
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -121,16 +141,20 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=24, help="timed steps per process")
     parser.add_argument("--repeats", type=int, default=2, help="processes per arm, in alternating order")
     parser.add_argument("--report", default="results/benchmarks/cpu_allocator_cpu.json")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms to run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trim-every", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.min_length <= args.length:
         parser.error(f"--min-length {args.min_length} must be between 1 and --length {args.length}")
+    if "glibc_default" not in args.arms:
+        parser.error("--arms must include glibc_default, the arm the others are measured against")
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
     commit = code_commit()
 
-    names = list(ARMS)
+    names = list(dict.fromkeys(args.arms))
     runs: dict[str, list[dict[str, object]]] = {arm: [] for arm in names}
     for repeat in range(args.repeats):
         for arm in names if repeat % 2 == 0 else names[::-1]:
@@ -152,17 +176,19 @@ def main() -> int:
             },
             "resident_gib_first_step": statistics.median(result["resident_gib"][0] for result in results),
             "resident_gib_last_step": statistics.median(result["resident_gib"][-1] for result in results),
+            "resident_gib_max": statistics.median(max(result["resident_gib"]) for result in results),
         }
-    speedup = summary["glibc_default"]["seconds"] / summary["heap_only"]["seconds"]
+    baseline = summary["glibc_default"]["seconds"]
+    speedups = {arm: baseline / values["seconds"] for arm, values in summary.items() if arm != "glibc_default"}
     first_losses = runs[names[0]][0]["losses"]
     same_losses = all(result["losses"] == first_losses for results in runs.values() for result in results)
     report = {
         "benchmark": "cpu_allocator",
-        "settings": {key: value for key, value in vars(args).items() if key != "worker"},
-        "arms": ARMS,
+        "settings": {key: value for key, value in vars(args).items() if key not in ("worker", "trim_every")},
+        "arms": {arm: asdict(ARMS[arm]) for arm in names},
         "runs": runs,
         "median": summary,
-        "speedup_heap_only_vs_default": speedup,
+        "speedup_vs_default": speedups,
         "losses_bit_identical": same_losses,
         "command": command_line(),
         "git_commit": commit,
@@ -174,14 +200,19 @@ def main() -> int:
         f"\n{args.steps} steps of {args.batch_size} windows of {args.min_length}-{args.length} sub-tokens, "
         f"{args.model} (medians over {args.repeats} processes an arm)"
     )
-    print(f"{'arm':<15}{'seconds':>9}{'faults/step':>13}{'user s/step':>13}{'kernel s/step':>15}{'resident GiB':>18}")
+    print(
+        f"{'arm':<15}{'seconds':>9}{'faults/step':>13}{'user s/step':>13}{'kernel s/step':>15}"
+        f"{'resident GiB':>18}{'max':>7}"
+    )
     for arm, values in summary.items():
         print(
             f"{arm:<15}{values['seconds']:>9.1f}{values['minor_faults_per_step']:>13,.0f}"
             f"{values['user_seconds_per_step']:>13.2f}{values['kernel_seconds_per_step']:>15.2f}"
             f"{values['resident_gib_first_step']:>10.2f} -> {values['resident_gib_last_step']:.2f}"
+            f"{values['resident_gib_max']:>7.2f}"
         )
-    print(f"speed-up, heap only vs default: {speedup:.2f}x")
+    for arm, speedup in speedups.items():
+        print(f"speed-up, {arm} vs default: {speedup:.2f}x")
     print(f"losses bit-identical across arms: {same_losses}")
     print(f"report: {args.report}")
     return 0 if same_losses else 1

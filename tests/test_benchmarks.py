@@ -112,23 +112,30 @@ def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model
     assert "speed-up" in result.stdout and report["git_commit"]
 
 
-def test_cpu_allocator_benchmark_runs_both_arms_on_the_same_steps(tiny_model_dir, tmp_path):
-    """Each arm is its own process with its own MALLOC_* settings; both draw the same window
-    lengths and must compute the same losses to the bit (the allocator moves no number)."""
+def test_cpu_allocator_benchmark_runs_every_arm_on_the_same_steps(tiny_model_dir, tmp_path):
+    """Each arm is its own process with its own MALLOC_* settings (and trimming cadence);
+    all draw the same window lengths and must compute the same losses to the bit (the
+    allocator moves no number)."""
     report_path = tmp_path / "cpu_allocator.json"
     command = [
         sys.executable, str(ROOT / "benchmarks" / "cpu_allocator.py"), "--model", str(tiny_model_dir),
-        "--batch-size", "2", "--min-length", "4", "--length", "16", "--steps", "3", "--repeats", "2",
+        "--batch-size", "2", "--min-length", "4", "--length", "16", "--steps", "3", "--repeats", "1",
         "--report", str(report_path),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(report_path.read_text())
     assert report["losses_bit_identical"] is True
-    runs = [run for arm in ("glibc_default", "heap_only") for run in report["runs"][arm]]
+    assert set(report["runs"]) == {"glibc_default", "heap_only", "heap_trim_1", "heap_trim_8"}
+    assert report["arms"]["heap_trim_8"] == {
+        "environment": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)},
+        "trim_every": 8,
+    }
+    runs = [run for arm_runs in report["runs"].values() for run in arm_runs]
     assert len(runs) == 4
     assert all(run["lengths"] == runs[0]["lengths"] for run in runs)
     assert all(4 <= length <= 16 for length in runs[0]["lengths"])
     assert all(len(run["step_seconds"]) == 3 and len(run["resident_gib"]) == 4 for run in runs)
     assert report["machine"].get("allocator_env") is None  # the parent sets none; each arm its own
+    assert set(report["speedup_vs_default"]) == {"heap_only", "heap_trim_1", "heap_trim_8"}
     assert "speed-up" in result.stdout and report["git_commit"]

@@ -1,0 +1,47 @@
+"""Give glibc's free heap memory back to the kernel, for long CPU runs that keep large blocks in the heap.
+
+Fine-tuning on the CPU under glibc's default settings spends much of each step in the
+kernel zero-filling pages: every block above the mmap threshold (at most 32 MB) is a fresh
+``mmap``, unmapped again on ``free``. ``MALLOC_MMAP_MAX_=0`` with a large
+``MALLOC_TRIM_THRESHOLD_`` keeps such blocks in the heap to be reused, but batches of
+varying shapes fragment it, and resident memory then grows until the kernel kills the run
+(``benchmarks/cpu_allocator.py``). ``malloc_trim(0)`` hands every whole free page of every
+arena back to the kernel, so calling it every N steps bounds that growth while most steps
+still reuse the heap's pages. It changes no number a step computes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import platform
+
+
+class HeapTrimUnavailableError(RuntimeError):
+    """This C library has no ``malloc_trim`` (it is glibc's; macOS, Windows and musl lack it)."""
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def heap_trimming_available() -> bool:
+    """Whether this process's C library is glibc, whose ``malloc_trim`` :func:`trim_heap` calls."""
+    return _glibc() is not None
+
+
+def trim_heap() -> bool:
+    """Return the free pages of every malloc arena to the kernel; True if any were returned."""
+    libc = _glibc()
+    if libc is None:
+        raise HeapTrimUnavailableError(
+            f"trimming the heap needs glibc's malloc_trim, which {platform.system()}'s C library lacks"
+        )
+    return bool(libc.malloc_trim(ctypes.c_size_t(0)))
