@@ -7,11 +7,11 @@ strategies) so that :mod:`bertprobe.table` reads records without importing torch
 from __future__ import annotations
 
 #: Options that name folders or caches or keep books (checkpoints, resuming, tracking,
-#: compiling): they do not change what a run measures, so they stay out of its name's hash.
+#: compiling, trimming the heap): they do not change what a run measures, so they stay out of its name's hash.
 #: Nor do they split a row of ``bertprobe table``.
 BOOKKEEPING_OPTIONS = frozenset(
     (
         "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",
-        "checkpoint", "checkpoint_every", "resume", "report_to", "compile",
+        "checkpoint", "checkpoint_every", "resume", "report_to", "compile", "trim_heap_every",
     )
 )  # fmt: skip

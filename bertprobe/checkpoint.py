@@ -8,7 +8,8 @@ After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<
   and every random-number generator, so the next epoch draws the same dropout masks and
   the same batch order as an uninterrupted run would;
 * ``progress.pt``: the loop's own bookkeeping (history, best epoch, best-dev weights and
-  predictions, time spent so far, the checkpoints that earlier processes resumed).
+  predictions, time spent so far, the checkpoints that earlier processes resumed, and each
+  process's commit, command and machine).
 
 ``progress.pt`` is written last, atomically; a checkpoint folder without it is an
 interrupted save and is ignored. Only the newest complete checkpoint is kept.
@@ -45,6 +46,9 @@ class TrainingProgress:
     # adds its own, so the record's total covers every process, like train_seconds does
     wall_seconds: float = 0.0
     resumed_from: list[str] = field(default_factory=list)  # checkpoints resumed, oldest first
+    # each process that trained the run: when it started, from which checkpoint, its commit,
+    # command and machine (checkpoints saved before this field existed lack the earlier ones)
+    processes: list[dict[str, object]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)

@@ -74,6 +74,9 @@ HELP = {
     "checkpoint": "save a checkpoint after every epoch (removed when the run finishes), for --resume",
     "checkpoint_every": "also checkpoint every this many batches within an epoch (0: at epoch ends only), "
     "for epochs longer than a job may live",
+    "trim_heap_every": "CPU, glibc: hand the heap's free pages back to the kernel (malloc_trim) every this many "
+    "batches (0: never); with MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_ it bounds the memory that "
+    "keeping large blocks in the heap would grow (benchmarks/cpu_allocator.py)",
     "resume": "continue an interrupted run from its last checkpoint under --output-dir/checkpoints",
     "report_to": "tensorboard: log each epoch's loss and dev score under --output-dir/tensorboard",
 }
@@ -268,7 +271,7 @@ def sweep_main(argv: list[str]) -> int:
     )
     overridable = ("model", "data_dir", "output_dir", "cache_dir", "context", "lstm_hidden", "epochs",
                    "max_train_examples", "task", "hub_dataset", "eval_batch_size", "mixed_precision",
-                   "checkpoint_every")  # fmt: skip
+                   "checkpoint_every", "trim_heap_every")  # fmt: skip
     types = {name: option_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
     for name in overridable:
         parser.add_argument("--" + name.replace("_", "-"), type=types[name], help=f"override {name} for every run")

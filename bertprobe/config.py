@@ -108,6 +108,7 @@ class RunConfig:
     compile: bool = False
     checkpoint: bool = True
     checkpoint_every: int = 0
+    trim_heap_every: int = 0
     resume: bool = False
     report_to: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -147,6 +148,13 @@ class RunConfig:
                 f"--gradient-accumulation-steps ({self.gradient_accumulation_steps}): a checkpoint taken between "
                 "two optimizer steps would lose the gradients accumulated so far"
             )
+        if self.trim_heap_every < 0:
+            raise ConfigError("--trim-heap-every must be 0 (never) or a positive number of batches")
+        if self.trim_heap_every:
+            from bertprobe.cpu_heap import heap_trimming_available
+
+            if not heap_trimming_available():
+                raise ConfigError("--trim-heap-every needs glibc's malloc_trim (Linux with glibc)")
         if self.mixed_precision not in MIXED_PRECISION:
             choices = ", ".join(str(choice) for choice in MIXED_PRECISION[1:])
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of {choices}")

@@ -12,6 +12,7 @@ import importlib.util
 import math
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from bertprobe.checkpoint import (
     save_checkpoint,
 )
 from bertprobe.config import ConfigError, RunConfig
+from bertprobe.cpu_heap import trim_heap
 from bertprobe.encoder import describe, freeze, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
@@ -257,6 +259,17 @@ def run(config: RunConfig) -> dict[str, object]:
         logger.info(f"resumed from {resumed_from} (epoch {progress.epoch} of {config.epochs} done)")
     elif config.resume:
         logger.info(f"--resume: no checkpoint under {checkpoints}; starting from the beginning")
+    # a run resumed across sessions may span commits, machines and options: each process says its own
+    progress.processes.append(
+        {
+            "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "resumed_from": str(resumed_from) if resumed_from is not None else None,
+            "git_commit": commit,
+            "command": command_line(),
+            "machine": machine_description(),
+            "trim_heap_every": config.trim_heap_every,
+        }
+    )
     if config.report_to:
         accelerator.init_trackers(config.run_name(), config=_tracker_config(config))
     earlier_processes_seconds = progress.wall_seconds
@@ -290,6 +303,8 @@ def run(config: RunConfig) -> dict[str, object]:
             loss_sum += loss.detach()  # no .item(): the loop never waits for the device
             progress.step += 1
             progress.batch_in_epoch += 1
+            if config.trim_heap_every and progress.step % config.trim_heap_every == 0:
+                trim_heap()
             if progress.step % config.check_loss_every == 0:
                 _check_finite(loss_sum, epoch, progress.step, config)
             if (
@@ -377,6 +392,7 @@ def run(config: RunConfig) -> dict[str, object]:
         "final_lr": scheduler.get_last_lr()[0],  # 0 when the linear decay ended exactly with training
         "resumed_from": str(resumed_from) if resumed_from is not None else None,
         "resumes": progress.resumed_from,  # every checkpoint resumed, oldest first
+        "processes": progress.processes,  # every process that trained it (since checkpoints kept them), oldest first
         "parameters": parameters,
         "adaptation": adaptation.summary,
         "optimizer": optimizer_info,
