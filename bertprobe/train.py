@@ -259,17 +259,7 @@ def run(config: RunConfig) -> dict[str, object]:
         logger.info(f"resumed from {resumed_from} (epoch {progress.epoch} of {config.epochs} done)")
     elif config.resume:
         logger.info(f"--resume: no checkpoint under {checkpoints}; starting from the beginning")
-    # a run resumed across sessions may span commits, machines and options: each process says its own
-    progress.processes.append(
-        {
-            "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "resumed_from": str(resumed_from) if resumed_from is not None else None,
-            "git_commit": commit,
-            "command": command_line(),
-            "machine": machine_description(),
-            "trim_heap_every": config.trim_heap_every,
-        }
-    )
+    progress.processes.append(_this_process(commit, resumed_from, config))
     if config.report_to:
         accelerator.init_trackers(config.run_name(), config=_tracker_config(config))
     earlier_processes_seconds = progress.wall_seconds
@@ -439,6 +429,19 @@ def run(config: RunConfig) -> dict[str, object]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return record
+
+
+def _this_process(commit: str, resumed_from: Path | None, config: RunConfig) -> dict[str, object]:
+    """What a record says of one process that trained the run: a run resumed across sessions
+    may span commits, machines and bookkeeping options, and each process names its own."""
+    return {
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resumed_from": str(resumed_from) if resumed_from is not None else None,
+        "git_commit": commit,
+        "command": command_line(),
+        "machine": machine_description(),
+        "trim_heap_every": config.trim_heap_every,
+    }
 
 
 def _forget_previous_accelerator() -> None:
