@@ -11,8 +11,11 @@ vary, and resident memory grows step after step (a fine-tuning run of the Table 
 with these settings was killed by the kernel at 24 GB after 100 batches). The
 ``heap_trim_N`` arms keep the heap too but call ``malloc_trim(0)``
 (:func:`bertprobe.cpu_heap.trim_heap`) after every N-th step, which hands the free pages
-back: do they keep the speed and bound the memory? No setting changes a number the step
-computes; the script checks that every arm's losses are bit-identical.
+back: do they keep the speed and bound the memory? ``--jemalloc LIBRARY`` adds two arms
+that preload jemalloc instead (``LD_PRELOAD``; Debian's ``libjemalloc2``), with its
+defaults and with ``MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1`` (it keeps every page
+it has touched); each worker checks that the library was really loaded. No setting changes
+a number the step computes; the script checks that every arm's losses are bit-identical.
 
 Each step draws its window length between ``--min-length`` and ``--length`` from a fixed
 seed, the same in every arm (``--min-length`` equal to ``--length`` gives fixed shapes).
@@ -23,7 +26,8 @@ and its peak, and each arm's step-time ratio to glibc's defaults, and writes a J
 with the command, commit, machine and versions to ``--report``.
 
     python benchmarks/cpu_allocator.py --model sentence-transformers/all-MiniLM-L6-v2 \\
-        --batch-size 8 --min-length 128 --length 512 --steps 24
+        --batch-size 8 --min-length 128 --length 512 --steps 24 \\
+        --jemalloc /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 """
 
 from __future__ import annotations
@@ -65,6 +69,22 @@ ARMS: dict[str, Arm] = {
     "heap_trim_1": Arm(HEAP_ONLY, trim_every=1),
     "heap_trim_8": Arm(HEAP_ONLY, trim_every=8),
 }
+
+
+def jemalloc_arms(library: str) -> dict[str, Arm]:
+    """jemalloc preloaded in place of glibc's malloc: with its defaults (unused pages go back
+    to the kernel over about ten seconds), and keeping every page it has touched."""
+    return {
+        "jemalloc": Arm({"LD_PRELOAD": library}),
+        "jemalloc_kept": Arm({"LD_PRELOAD": library, "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
+    }
+
+
+def loaded_libraries(names: list[str]) -> list[str]:
+    """Those of ``names`` (file paths) mapped into this process, as /proc/self/maps lists them."""
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as stream:
+        mapped = {line.split()[-1] for line in stream if "/" in line}
+    return [name for name in names if os.path.realpath(name) in {os.path.realpath(path) for path in mapped}]
 
 
 def resident_gib() -> float:
@@ -114,22 +134,30 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
         "user_seconds_per_step": (after.ru_utime - before.ru_utime) / args.steps,
         "kernel_seconds_per_step": (after.ru_stime - before.ru_stime) / args.steps,
         "torch_threads": torch.get_num_threads(),
+        # a preload the dynamic loader could not use is skipped with a warning: say what was loaded
+        "preloaded": loaded_libraries(os.environ.get("LD_PRELOAD", "").split()),
     }
 
 
-def run_arm(arm: str, args: argparse.Namespace) -> dict[str, object]:
-    # glibc's tunables as environment variables all start with MALLOC_: none leak into an arm
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
-    environment.update(ARMS[arm].environment)
+def run_arm(name: str, arm: Arm, args: argparse.Namespace) -> dict[str, object]:
+    # glibc's tunables and jemalloc's MALLOC_CONF start with MALLOC_: none, and no preloaded
+    # allocator, leak from this process into an arm
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("MALLOC_") and name != "LD_PRELOAD"
+    }
+    environment.update(arm.environment)
     command = [
         sys.executable, __file__, "--worker", "--model", args.model, "--batch-size", str(args.batch_size),
         "--min-length", str(args.min_length), "--length", str(args.length), "--steps", str(args.steps),
-        "--trim-every", str(ARMS[arm].trim_every),
+        "--trim-every", str(arm.trim_every),
     ]  # fmt: skip
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
-        raise RuntimeError(f"the {arm} worker failed:\n{finished.stderr[-3000:]}")
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"the {name} worker failed:\n{finished.stderr[-3000:]}")
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    if "LD_PRELOAD" in arm.environment and not result["preloaded"]:
+        raise RuntimeError(f"the {name} worker ran without {arm.environment['LD_PRELOAD']}: the loader skipped it")
+    return result
 
 
 def main() -> int:
@@ -141,24 +169,33 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=24, help="timed steps per process")
     parser.add_argument("--repeats", type=int, default=2, help="processes per arm, in alternating order")
     parser.add_argument("--report", default="results/benchmarks/cpu_allocator_cpu.json")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which arms to run")
+    parser.add_argument("--jemalloc", metavar="LIBRARY", help="also run jemalloc arms, preloading this libjemalloc.so")
+    parser.add_argument("--arms", nargs="+", help="which arms to run (default: all; the jemalloc ones need --jemalloc)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trim-every", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.min_length <= args.length:
         parser.error(f"--min-length {args.min_length} must be between 1 and --length {args.length}")
-    if "glibc_default" not in args.arms:
-        parser.error("--arms must include glibc_default, the arm the others are measured against")
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
+    arms = dict(ARMS)
+    if args.jemalloc:
+        if not Path(args.jemalloc).is_file():
+            parser.error(f"--jemalloc {args.jemalloc}: no such file")
+        arms.update(jemalloc_arms(str(Path(args.jemalloc).resolve())))
+    names = list(dict.fromkeys(args.arms or arms))
+    unknown = [name for name in names if name not in arms]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {list(arms)} (the jemalloc arms need --jemalloc)")
+    if "glibc_default" not in names:
+        parser.error("--arms must include glibc_default, the arm the others are measured against")
     commit = code_commit()
 
-    names = list(dict.fromkeys(args.arms))
     runs: dict[str, list[dict[str, object]]] = {arm: [] for arm in names}
     for repeat in range(args.repeats):
         for arm in names if repeat % 2 == 0 else names[::-1]:
-            runs[arm].append(run_arm(arm, args))
+            runs[arm].append(run_arm(arm, arms[arm], args))
             result = runs[arm][-1]
             print(
                 f"repeat {repeat + 1}, {arm:<13}: {sum(result['step_seconds']):7.1f} s, resident "
@@ -185,7 +222,7 @@ def main() -> int:
     report = {
         "benchmark": "cpu_allocator",
         "settings": {key: value for key, value in vars(args).items() if key not in ("worker", "trim_every")},
-        "arms": {arm: asdict(ARMS[arm]) for arm in names},
+        "arms": {arm: asdict(arms[arm]) for arm in names},
         "runs": runs,
         "median": summary,
         "speedup_vs_default": speedups,

@@ -132,8 +132,11 @@ def machine_description() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
-    # allocator settings change speed, never results (benchmarks/cpu_allocator.py)
-    allocator = {name: value for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_")}
+    # allocator settings change speed, never results (benchmarks/cpu_allocator.py): glibc's
+    # MALLOC_* tunables, jemalloc's MALLOC_CONF, and a preloaded allocator (LD_PRELOAD)
+    allocator = {
+        name: value for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_") or name == "LD_PRELOAD"
+    }
     if allocator:
         info["allocator_env"] = allocator
     if torch.cuda.is_available():

@@ -139,3 +139,47 @@ def test_cpu_allocator_benchmark_runs_every_arm_on_the_same_steps(tiny_model_dir
     assert report["machine"].get("allocator_env") is None  # the parent sets none; each arm its own
     assert set(report["speedup_vs_default"]) == {"heap_only", "heap_trim_1", "heap_trim_8"}
     assert "speed-up" in result.stdout and report["git_commit"]
+
+
+def find_jemalloc() -> str | None:
+    """A libjemalloc on this machine (Debian and Ubuntu: libjemalloc2; Fedora: jemalloc), if any."""
+    candidates = [
+        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib64/libjemalloc.so.2",
+    ]
+    return next((path for path in candidates if Path(path).is_file()), None)
+
+
+@pytest.mark.skipif(find_jemalloc() is None, reason="no libjemalloc on this machine")
+def test_cpu_allocator_benchmark_runs_jemalloc_preloaded(tiny_model_dir, tmp_path):
+    report_path = tmp_path / "cpu_allocator.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "cpu_allocator.py"), "--model", str(tiny_model_dir),
+        "--batch-size", "2", "--min-length", "4", "--length", "16", "--steps", "2", "--repeats", "1",
+        "--jemalloc", find_jemalloc(), "--arms", "glibc_default", "jemalloc", "jemalloc_kept",
+        "--report", str(report_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["losses_bit_identical"] is True
+    assert report["runs"]["glibc_default"][0]["preloaded"] == []
+    for arm in ("jemalloc", "jemalloc_kept"):
+        assert [Path(path).name for path in report["runs"][arm][0]["preloaded"]] == ["libjemalloc.so.2"]
+    assert report["arms"]["jemalloc_kept"]["environment"]["MALLOC_CONF"] == "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--jemalloc", "/no/such/libjemalloc.so.2"], "no such file"),
+        (["--arms", "glibc_default", "jemalloc"], "the jemalloc arms need --jemalloc"),
+        (["--arms", "heap_only"], "must include glibc_default"),
+    ],
+)
+def test_cpu_allocator_benchmark_refuses_arms_it_cannot_run(arguments, message, tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "cpu_allocator.py"), *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran, nothing written

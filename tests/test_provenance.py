@@ -172,10 +172,15 @@ def test_records_name_the_commit_checked_out_when_the_process_first_ran(
 def test_machine_names_the_allocator_settings_that_are_set(monkeypatch):
     """MALLOC_* variables change a CPU run's speed (benchmarks/cpu_allocator.py), so a record
     says which were set; none set, no entry."""
-    for name in [name for name in os.environ if name.startswith("MALLOC_")]:
+    for name in [name for name in os.environ if name.startswith("MALLOC_") or name == "LD_PRELOAD"]:
         monkeypatch.delenv(name)
     assert "allocator_env" not in machine_description()
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "68719476736")
     monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")
     monkeypatch.setenv("MALLOCATOR", "not one of glibc's")
     assert machine_description()["allocator_env"] == {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+    # another allocator, preloaded, with its settings
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    monkeypatch.setenv("MALLOC_CONF", "dirty_decay_ms:-1")
+    allocator = machine_description()["allocator_env"]
+    assert allocator["LD_PRELOAD"].endswith("libjemalloc.so.2") and allocator["MALLOC_CONF"] == "dirty_decay_ms:-1"
