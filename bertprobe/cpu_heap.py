@@ -1,4 +1,4 @@
-"""Give glibc's free heap memory back to the kernel, for long CPU runs that keep large blocks in the heap.
+"""The CPU's memory allocator in long runs: glibc's heap trimmed, and a hint towards jemalloc.
 
 Fine-tuning on the CPU under glibc's default settings spends much of each step in the
 kernel zero-filling pages: every block above the mmap threshold (at most 32 MB) is a fresh
@@ -8,6 +8,9 @@ varying shapes fragment it, and resident memory then grows until the kernel kill
 (``benchmarks/cpu_allocator.py``). ``malloc_trim(0)`` hands every whole free page of every
 arena back to the kernel, so calling it every N steps bounds that growth while most steps
 still reuse the heap's pages. It changes no number a step computes.
+
+jemalloc, preloaded and keeping its pages, does better than either (faster steps, flat
+memory): :func:`allocator_hint` says so when a run fine-tunes on the CPU without it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import platform
+from collections.abc import Mapping
 
 
 class HeapTrimUnavailableError(RuntimeError):
@@ -45,3 +49,22 @@ def trim_heap() -> bool:
             f"trimming the heap needs glibc's malloc_trim, which {platform.system()}'s C library lacks"
         )
     return bool(libc.malloc_trim(ctypes.c_size_t(0)))
+
+
+JEMALLOC_RECIPE = (
+    "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1"
+)
+
+
+def allocator_hint(device_type: str, trains_encoder: bool, environment: Mapping[str, str]) -> str | None:
+    """A line for the log when a run trains the encoder on a Linux CPU with glibc's malloc,
+    where jemalloc keeping its pages makes steps about 1.5x faster
+    (``benchmarks/cpu_allocator.py``); ``None`` where it would not help."""
+    if device_type != "cpu" or not trains_encoder or not heap_trimming_available():
+        return None
+    if "jemalloc" in environment.get("LD_PRELOAD", ""):
+        return None
+    return (
+        "training the encoder on the CPU with glibc's malloc: steps run about 1.5x faster with jemalloc "
+        f"(apt install libjemalloc2; {JEMALLOC_RECIPE} before the command)"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -30,7 +31,7 @@ from bertprobe.checkpoint import (
     save_checkpoint,
 )
 from bertprobe.config import ConfigError, RunConfig
-from bertprobe.cpu_heap import trim_heap
+from bertprobe.cpu_heap import allocator_hint, trim_heap
 from bertprobe.encoder import describe, freeze, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
@@ -189,6 +190,9 @@ def run(config: RunConfig) -> dict[str, object]:
         project_dir=str(Path(config.output_dir) / "tensorboard") if config.report_to else None,
     )
     set_seed(config.seed)
+    hint = allocator_hint(accelerator.device.type, config.mode != "feature", os.environ)
+    if hint:
+        logger.info(hint)
     peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
     started = time.perf_counter()
     commit = code_commit()

@@ -58,3 +58,17 @@ def test_trim_heap_without_glibc_says_what_is_missing(monkeypatch):
             cpu_heap.trim_heap()
     finally:
         cpu_heap._glibc.cache_clear()
+
+
+@pytest.mark.skipif(not cpu_heap.heap_trimming_available(), reason="needs glibc")
+def test_the_log_points_cpu_fine_tuning_at_jemalloc():
+    hint = cpu_heap.allocator_hint("cpu", trains_encoder=True, environment={})
+    assert hint is not None and cpu_heap.JEMALLOC_RECIPE in hint
+    assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}) is None
+    assert cpu_heap.allocator_hint("cpu", trains_encoder=False, environment={}) is None  # features: no backward
+    assert cpu_heap.allocator_hint("cuda", trains_encoder=True, environment={}) is None
+
+
+def test_no_jemalloc_hint_where_the_c_library_is_not_glibc(monkeypatch):
+    monkeypatch.setattr(cpu_heap, "heap_trimming_available", lambda: False)
+    assert cpu_heap.allocator_hint("cpu", trains_encoder=True, environment={}) is None
