@@ -65,6 +65,8 @@ def test_the_log_points_cpu_fine_tuning_at_jemalloc():
     hint = cpu_heap.allocator_hint("cpu", trains_encoder=True, environment={})
     assert hint is not None and cpu_heap.JEMALLOC_RECIPE in hint
     assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}) is None
+    assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}) is None
+    assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/libfaketime.so.1"}) is not None
     assert cpu_heap.allocator_hint("cpu", trains_encoder=False, environment={}) is None  # features: no backward
     assert cpu_heap.allocator_hint("cuda", trains_encoder=True, environment={}) is None
 
