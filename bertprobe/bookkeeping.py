@@ -7,8 +7,8 @@ strategies) so that :mod:`bertprobe.table` reads records without importing torch
 from __future__ import annotations
 
 #: Options that name folders or caches or keep books (checkpoints, resuming, tracking,
-#: compiling, trimming the heap): they do not change what a run measures, so they stay out of its name's hash.
-#: Nor do they split a row of ``bertprobe table``.
+#: compiling, trimming the heap): they do not change what a run measures, so they stay out
+#: of its name's hash. Nor do they split a row of ``bertprobe table``.
 BOOKKEEPING_OPTIONS = frozenset(
     (
         "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",

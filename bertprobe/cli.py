@@ -75,8 +75,8 @@ HELP = {
     "checkpoint_every": "also checkpoint every this many batches within an epoch (0: at epoch ends only), "
     "for epochs longer than a job may live",
     "trim_heap_every": "CPU, glibc: hand the heap's free pages back to the kernel (malloc_trim) every this many "
-    "batches (0: never); with MALLOC_MMAP_MAX_=0 and a large MALLOC_TRIM_THRESHOLD_ it bounds the memory that "
-    "keeping large blocks in the heap would grow (benchmarks/cpu_allocator.py)",
+    "batches (0: never), for runs that keep large blocks in the heap (MALLOC_MMAP_MAX_=0); it bounds the memory "
+    "kept between trims, not the peak; preloading jemalloc does better (benchmarks/cpu_allocator.py)",
     "resume": "continue an interrupted run from its last checkpoint under --output-dir/checkpoints",
     "report_to": "tensorboard: log each epoch's loss and dev score under --output-dir/tensorboard",
 }

@@ -6,11 +6,13 @@ kernel zero-filling pages: every block above the mmap threshold (at most 32 MB) 
 ``MALLOC_TRIM_THRESHOLD_`` keeps such blocks in the heap to be reused, but batches of
 varying shapes fragment it, and resident memory then grows until the kernel kills the run
 (``benchmarks/cpu_allocator.py``). ``malloc_trim(0)`` hands every whole free page of every
-arena back to the kernel, so calling it every N steps bounds that growth while most steps
-still reuse the heap's pages. It changes no number a step computes.
+arena back to the kernel: called every N steps, it bounds the memory the heap keeps
+between calls while most steps still reuse its pages, but not the peak within N steps,
+which in the Table 7 fine-tuning run still crept up. It changes no number a step computes.
 
-jemalloc, preloaded and keeping its pages, does better than either (faster steps, flat
-memory): :func:`allocator_hint` says so when a run fine-tunes on the CPU without it.
+jemalloc, preloaded and keeping its pages, does better than either (steps as fast as
+glibc's kept heap, memory flat): :func:`allocator_hint` says so when a run trains the
+encoder on the CPU without it.
 """
 
 from __future__ import annotations
