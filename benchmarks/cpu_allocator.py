@@ -50,7 +50,14 @@ import torch
 
 from bertprobe.cpu_heap import trim_heap
 from bertprobe.encoder import load_encoder
-from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
+from bertprobe.results import (
+    code_commit,
+    command_line,
+    is_allocator_variable,
+    machine_description,
+    package_versions,
+    write_json_atomic,
+)
 
 HEAP_ONLY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 
@@ -83,8 +90,8 @@ def jemalloc_arms(library: str) -> dict[str, Arm]:
 def loaded_libraries(names: list[str]) -> list[str]:
     """Those of ``names`` (file paths) mapped into this process, as /proc/self/maps lists them."""
     with open("/proc/self/maps", encoding="ascii", errors="replace") as stream:
-        mapped = {line.split()[-1] for line in stream if "/" in line}
-    return [name for name in names if os.path.realpath(name) in {os.path.realpath(path) for path in mapped}]
+        mapped = {os.path.realpath(line.split()[-1]) for line in stream if "/" in line}
+    return [name for name in names if os.path.realpath(name) in mapped]
 
 
 def resident_gib() -> float:
@@ -140,11 +147,8 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run_arm(name: str, arm: Arm, args: argparse.Namespace) -> dict[str, object]:
-    # glibc's tunables and jemalloc's MALLOC_CONF start with MALLOC_: none, and no preloaded
-    # allocator, leak from this process into an arm
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("MALLOC_") and name != "LD_PRELOAD"
-    }
+    # no allocator setting of this process leaks into an arm
+    environment = {variable: value for variable, value in os.environ.items() if not is_allocator_variable(variable)}
     environment.update(arm.environment)
     command = [
         sys.executable, __file__, "--worker", "--model", args.model, "--batch-size", str(args.batch_size),

@@ -122,6 +122,13 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     return f"{name} ({', '.join(details)})" if details else name
 
 
+def is_allocator_variable(name: str) -> bool:
+    """Whether an environment variable sets the memory allocator, which changes a run's speed,
+    never its results (benchmarks/cpu_allocator.py): glibc's ``MALLOC_*`` tunables,
+    jemalloc's ``MALLOC_CONF``, and a preloaded allocator (``LD_PRELOAD``)."""
+    return name.startswith("MALLOC_") or name == "LD_PRELOAD"
+
+
 def machine_description() -> dict[str, object]:
     import torch
 
@@ -132,11 +139,7 @@ def machine_description() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
-    # allocator settings change speed, never results (benchmarks/cpu_allocator.py): glibc's
-    # MALLOC_* tunables, jemalloc's MALLOC_CONF, and a preloaded allocator (LD_PRELOAD)
-    allocator = {
-        name: value for name, value in sorted(os.environ.items()) if name.startswith("MALLOC_") or name == "LD_PRELOAD"
-    }
+    allocator = {name: value for name, value in sorted(os.environ.items()) if is_allocator_variable(name)}
     if allocator:
         info["allocator_env"] = allocator
     if torch.cuda.is_available():

@@ -112,19 +112,24 @@ def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model
     assert "speed-up" in result.stdout and report["git_commit"]
 
 
+def run_cpu_allocator(model_dir: Path, tmp_path: Path, *arguments: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """benchmarks/cpu_allocator.py on tiny windows, one process an arm: its output and report."""
+    report_path = tmp_path / "cpu_allocator.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "cpu_allocator.py"), "--model", str(model_dir),
+        "--batch-size", "2", "--min-length", "4", "--length", "16", "--repeats", "1",
+        "--report", str(report_path), *arguments,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(report_path.read_text())
+
+
 def test_cpu_allocator_benchmark_runs_every_arm_on_the_same_steps(tiny_model_dir, tmp_path):
     """Each arm is its own process with its own MALLOC_* settings (and trimming cadence);
     all draw the same window lengths and must compute the same losses to the bit (the
     allocator moves no number)."""
-    report_path = tmp_path / "cpu_allocator.json"
-    command = [
-        sys.executable, str(ROOT / "benchmarks" / "cpu_allocator.py"), "--model", str(tiny_model_dir),
-        "--batch-size", "2", "--min-length", "4", "--length", "16", "--steps", "3", "--repeats", "1",
-        "--report", str(report_path),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
+    result, report = run_cpu_allocator(tiny_model_dir, tmp_path, "--steps", "3")
     assert report["losses_bit_identical"] is True
     assert set(report["runs"]) == {"glibc_default", "heap_only", "heap_trim_1", "heap_trim_8"}
     assert report["arms"]["heap_trim_8"] == {
@@ -153,16 +158,10 @@ def find_jemalloc() -> str | None:
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="no libjemalloc on this machine")
 def test_cpu_allocator_benchmark_runs_jemalloc_preloaded(tiny_model_dir, tmp_path):
-    report_path = tmp_path / "cpu_allocator.json"
-    command = [
-        sys.executable, str(ROOT / "benchmarks" / "cpu_allocator.py"), "--model", str(tiny_model_dir),
-        "--batch-size", "2", "--min-length", "4", "--length", "16", "--steps", "2", "--repeats", "1",
-        "--jemalloc", find_jemalloc(), "--arms", "glibc_default", "jemalloc", "jemalloc_kept",
-        "--report", str(report_path),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
+    _, report = run_cpu_allocator(
+        tiny_model_dir, tmp_path, "--steps", "2", "--jemalloc", find_jemalloc(),
+        "--arms", "glibc_default", "jemalloc", "jemalloc_kept",
+    )  # fmt: skip
     assert report["losses_bit_identical"] is True
     assert report["runs"]["glibc_default"][0]["preloaded"] == []
     for arm in ("jemalloc", "jemalloc_kept"):

@@ -16,7 +16,14 @@ from test_end_to_end import toy_config
 
 import bertprobe.results
 import bertprobe.train
-from bertprobe.results import code_commit, cpu_model, git_commit, machine_description, write_json_atomic
+from bertprobe.results import (
+    code_commit,
+    cpu_model,
+    git_commit,
+    is_allocator_variable,
+    machine_description,
+    write_json_atomic,
+)
 
 TWO_CORES = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -172,7 +179,7 @@ def test_records_name_the_commit_checked_out_when_the_process_first_ran(
 def test_machine_names_the_allocator_settings_that_are_set(monkeypatch):
     """MALLOC_* variables change a CPU run's speed (benchmarks/cpu_allocator.py), so a record
     says which were set; none set, no entry."""
-    for name in [name for name in os.environ if name.startswith("MALLOC_") or name == "LD_PRELOAD"]:
+    for name in [name for name in os.environ if is_allocator_variable(name)]:
         monkeypatch.delenv(name)
     assert "allocator_env" not in machine_description()
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "68719476736")
