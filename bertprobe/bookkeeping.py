@@ -1,7 +1,7 @@
 """Run options that keep books rather than change what a run measures.
 
 Kept apart from :mod:`bertprobe.config` (which needs torch through the heads and layer
-strategies) so that :mod:`bertprobe.table` reads records without importing torch.
+strategies) so that :mod:`bertprobe.rows` reads records without importing torch.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def _load_for_summary(directories: list[str]) -> list[dict[str, object]] | None:
     """The records under every one of ``directories``, or ``None`` after printing why there
     are none. Several folders let a figure put runs of separate sweeps together (a layer
     probe and the fine-tuning run it is compared with, say)."""
-    from bertprobe.table import load_records
+    from bertprobe.rows import load_records
 
     records = []
     for directory in directories:
@@ -240,7 +240,7 @@ def plot_main(argv: list[str]) -> int:
     if records is None:
         return 2
     from bertprobe.plots import PLOTS
-    from bertprobe.table import NoRecordsError
+    from bertprobe.rows import NoRecordsError
 
     try:
         path = PLOTS[args.kind](records, args.output)

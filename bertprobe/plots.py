@@ -32,9 +32,8 @@ import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
 from bertprobe.results import temporary_beside
-from bertprobe.table import (
+from bertprobe.rows import (
     FINETUNE,
-    TASK_NAMES,
     NoRecordsError,
     Record,
     SectionKey,
@@ -43,6 +42,7 @@ from bertprobe.table import (
     primary_score,
     row_settings,
 )
+from bertprobe.tasks_table import TASK_NAMES
 
 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.table import LAYOUTS, load_records
+from bertprobe.rows import load_records
+from bertprobe.table import LAYOUTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
-from bertprobe.table import (
-    ADDED_OPTION_DEFAULTS,
-    TASKS_CSV_COLUMNS,
-    NoRecordsError,
-    group_rows,
-    group_tasks,
-    render_markdown,
-    render_tasks_csv,
-    render_tasks_markdown,
-)
+from bertprobe.rows import ADDED_OPTION_DEFAULTS, NoRecordsError, group_rows
+from bertprobe.table import render_markdown
+from bertprobe.tasks_table import TASKS_CSV_COLUMNS, group_tasks, render_tasks_csv, render_tasks_markdown
 
 MODEL = "bert-base-cased"
 PRIMARY = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "f1", "conll2003": "f1"}

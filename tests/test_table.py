@@ -14,16 +14,8 @@ import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
-from bertprobe.table import (
-    CSV_COLUMNS,
-    IGNORED_CONFIG_KEYS,
-    PAPER_DEV_F1,
-    NoRecordsError,
-    group_rows,
-    load_records,
-    render_csv,
-    render_markdown,
-)
+from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, NoRecordsError, group_rows, load_records
+from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
 BASE = "bert-base-cased"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -401,7 +393,7 @@ def test_bookkeeping_options_never_split_a_row():
 
 
 def test_reading_records_needs_no_torch():
-    """bertprobe.table renders records on a machine without torch's import cost (or torch)."""
+    """bertprobe.table (with the rows and the tasks layout it imports) renders records without torch."""
     code = "import sys, bertprobe.table; print('torch' in sys.modules)"
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert finished.stdout.strip() == "False"

@@ -1,0 +1,62 @@
+"""Numbers into table cells: the statistics over seeds and how the layouts print them.
+
+Shared by :mod:`bertprobe.table`, :mod:`bertprobe.tasks_table` and :mod:`bertprobe.plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Iterable, Sequence
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def sample_std(values: Sequence[float]) -> float | None:
+    """Sample standard deviation (ddof=1); undefined (``None``) below two values."""
+    return statistics.stdev(values) if len(values) >= 2 else None
+
+
+def plain(value: object) -> str:
+    return "none" if value is None else str(value)
+
+
+def format_mean_std(values: Sequence[float]) -> str:
+    mean, std = mean_or_none(values), sample_std(values)
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± {'n/a' if std is None else f'{std:.2f}'}"
+
+
+def format_parameters(values: Sequence[int]) -> str:
+    if not values:
+        return "—"
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
+def format_optional(value: float | None, pattern: str) -> str:
+    return "—" if value is None else format(value, pattern)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], lines: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_cell(text) for text in line) + " |" for line in lines]
+    return out
+
+
+def write_csv(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
+    """``rows`` as CSV text with a header line; ``None`` becomes an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return buffer.getvalue()

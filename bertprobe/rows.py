@@ -1,0 +1,528 @@
+"""Result records grouped into rows: the unit every table and figure of bertprobe reports.
+
+Records (the JSON files :func:`bertprobe.train.run` writes) are grouped into **rows**:
+
+* a row is one *system* (``Fine-tuning``, or one feature-based layer strategy) with one
+  setting of every configuration value except the seed and the options that cannot change
+  a result (:data:`IGNORED_CONFIG_KEYS`); its seeds are averaged;
+* rows live in **sections**, one per (model, task, data source, context). Records of
+  different models or data are never averaged together: each combination gets its own
+  section, with a heading naming it.
+
+Two rows of the same system that differ in a setting (a hyper-parameter grid, say) are told
+apart by the differing values, e.g. ``Fine-tuning (lr=3e-05)``.
+
+The paper's numbers are BERT-base's on CoNLL-2003 (Devlin et al., 2019, Table 7). A row
+carries them when it is the paper's experiment: a ``conll2003`` row, trained on the whole
+training set, of fine-tuning or a feature strategy with the paper's head. Partial
+fine-tuning, LoRA rows and linear probes of frozen features have none.
+
+The layouts that render rows are :mod:`bertprobe.table` (Table 7) and
+:mod:`bertprobe.tasks_table` (systems across tasks); :mod:`bertprobe.plots` draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
+from bertprobe.formatting import mean_or_none, plain, sample_std
+
+FINETUNE = "finetune"
+LORA = "lora"
+#: System key of partial fine-tuning: ``partial:K`` froze the embeddings and the K lowest layers.
+PARTIAL_PREFIX = "partial:"
+
+#: Configuration values that do not change what a run measures: they never split a row.
+#: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
+#: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too.
+IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | {"seed"}
+
+#: The paper's Table 7 rows in the paper's order: system key -> display name.
+SYSTEM_NAMES: dict[str, str] = {
+    FINETUNE: "Fine-tuning",
+    "embeddings": "Embeddings",
+    "second_last": "Second-to-last hidden",
+    "last": "Last hidden",
+    "last4weighted": "Weighted sum last four hidden",
+    "last4concat": "Concat last four hidden",
+    "allweighted": "Weighted sum all layers",
+    "last4sum": "Sum last four hidden",
+}
+
+#: Dev F1 (%) of BERT-base in Table 7 of Devlin et al. (2019), CoNLL-2003 NER.
+#: ``last4sum``: the published Table 7 has a "Sum last four hidden" row at 95.9;
+#: PROTOCOL.md lists only the weighted sum of the last four (also 95.9).
+PAPER_DEV_F1: dict[str, float] = {
+    FINETUNE: 96.4,
+    "embeddings": 91.0,
+    "second_last": 95.6,
+    "last": 94.9,
+    "last4weighted": 95.9,
+    "last4concat": 96.1,
+    "allweighted": 95.5,
+    "last4sum": 95.9,
+}
+
+#: Options added since the first records were written, with the value a record without them
+#: ran with: a missing key counts as this value, so old and new records of one setting share
+#: a row. (Kept in step with :class:`bertprobe.config.RunConfig`'s defaults by a test.)
+ADDED_OPTION_DEFAULTS: dict[str, object] = {
+    "pooling": "first",
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
+    "lora_dropout": 0.1,
+    "layer_lr_decay": 1.0,
+    "optimizer": "adamw",
+    "momentum": 0.9,
+    "gradient_accumulation_steps": 1,
+    "eval_every": 1,
+}
+
+#: Options that only act in some modes (or with some optimizer): elsewhere they never split a row.
+_MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "lora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"),
+    "partial": ("freeze_layers",),
+}
+
+#: The paper reports test F1 for fine-tuning only.
+PAPER_TEST_F1: dict[str, float] = {FINETUNE: 92.4}
+
+#: The paper's numbers are compared only with runs of this task.
+PAPER_TASK = "conll2003"
+
+#: The head of each of the paper's rows: a linear layer on the fine-tuned model, a two-layer
+#: BiLSTM on frozen features. A row with another head (a linear probe of frozen features,
+#: say) is not the paper's experiment and gets no paper value beside it.
+PAPER_HEAD = {"finetune": "linear", "feature": "bilstm"}
+
+#: Named layer strategies written out (as in :data:`bertprobe.layers.NAMED_STRATEGIES`), so
+#: that a run given the spelled-out spec lands in the named row. Kept here so that reading
+#: tables does not import torch.
+_STRATEGY_SPECS: dict[str, str] = {
+    "0": "embeddings",
+    "-1": "last",
+    "-2": "second_last",
+    "-1,-2,-3,-4:sum": "last4sum",
+    "-4,-3,-2,-1:weighted": "last4weighted",
+    "-1,-2,-3,-4:concat": "last4concat",
+    "all:weighted": "allweighted",
+}
+
+
+Record = dict[str, object]
+
+
+class NoRecordsError(ValueError):
+    """A folder without any result record."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def is_record(payload: object) -> bool:
+    return isinstance(payload, dict) and isinstance(payload.get("config"), dict) and "metrics" in payload
+
+
+def load_records(directory: str | Path) -> list[Record]:
+    """Every result record in ``*.json`` files under ``directory`` (recursively), in path order.
+
+    Files and folders whose names start with ``.`` (atomic-write temporaries, caches) are
+    skipped, as are JSON files that are not records (no ``config``/``metrics``). A file that
+    is not valid JSON is skipped with a warning.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    records: list[Record] = []
+    for path in sorted(root.rglob("*.json")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            warnings.warn(f"skipping {path}: not readable JSON ({error})", stacklevel=2)
+            continue
+        if is_record(payload):
+            records.append(payload)
+    return records
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def system_key(record: Record) -> str:
+    """``finetune``; ``partial:K`` (K lowest layers frozen); ``lora``; or, for a feature-based
+    run, the layer strategy's name."""
+    config = record_config(record)
+    mode = config.get("mode", FINETUNE)
+    if mode == FINETUNE:
+        return FINETUNE
+    if mode == "partial":
+        return f"{PARTIAL_PREFIX}{config.get('freeze_layers')}"
+    if mode == LORA:
+        return LORA
+    strategy = str(config.get("layers", "last"))
+    return _STRATEGY_SPECS.get(strategy.replace(" ", ""), strategy)
+
+
+def is_feature_system(key: str) -> bool:
+    """Whether a system key names a frozen-feature strategy (not an encoder-training mode)."""
+    return key not in (FINETUNE, LORA) and not key.startswith(PARTIAL_PREFIX)
+
+
+def system_name(key: str, lora_ranks: Iterable[object] = ()) -> str:
+    """Display name of a system; LoRA's names the adapters' rank(s) when given."""
+    if key.startswith(PARTIAL_PREFIX):
+        return f"Partial (freeze {key[len(PARTIAL_PREFIX) :]} lowest)"
+    if key == LORA:
+        ranks = "/".join(sorted({str(rank) for rank in lora_ranks}, key=lambda text: (len(text), text)))
+        return f"LoRA (r={ranks})" if ranks else "LoRA"
+    if key.lstrip("-").isdigit():
+        return f"Layer {key}"  # a single hidden state, e.g. one point of `bertprobe probe-layers`
+    return SYSTEM_NAMES.get(key, f"Feature: {key}")
+
+
+def lora_ranks(records: Iterable[Record]) -> list[object]:
+    return [record_config(record).get("lora_rank", ADDED_OPTION_DEFAULTS["lora_rank"]) for record in records]
+
+
+def system_rank(key: str) -> tuple[int, int, str]:
+    """Sort key of systems: fine-tuning, partial (fewest frozen first), LoRA, the paper's
+    feature rows in its order, then other strategies by name."""
+    if key == FINETUNE:
+        return 0, 0, ""
+    if key.startswith(PARTIAL_PREFIX):
+        frozen = key[len(PARTIAL_PREFIX) :]
+        return 1, int(frozen) if frozen.isdigit() else 1_000_000, frozen
+    if key == LORA:
+        return 2, 0, ""
+    names = list(SYSTEM_NAMES)
+    return 3, names.index(key) if key in names else len(names), key
+
+
+def data_source(record: Record) -> str:
+    data = record.get("data")
+    if isinstance(data, dict) and data.get("source"):
+        return str(data["source"])
+    config = record_config(record)
+    return str(config.get("data_dir") or f"hub:{config.get('hub_dataset', '?')}")
+
+
+def primary_metric(record: Record) -> str:
+    """The task's primary dev metric as the record names it; ``f1`` for records written
+    before records named it (CoNLL tagging only)."""
+    task = record.get("task")
+    if isinstance(task, dict) and task.get("primary_metric"):
+        return str(task["primary_metric"])
+    return "f1"
+
+
+def primary_score(record: Record, split: str = "dev") -> float | None:
+    """The primary metric on ``split`` in percent (x100), or ``None`` when not recorded."""
+    metrics = record.get("metrics")
+    scores = metrics.get(split) if isinstance(metrics, dict) else None
+    value = scores.get(primary_metric(record)) if isinstance(scores, dict) else None
+    return None if value is None else 100.0 * float(value)
+
+
+def train_examples(record: Record) -> int | None:
+    """Training examples per epoch: windows for tagging tasks, examples for sequence tasks."""
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    windows = data.get("windows")
+    if isinstance(windows, dict) and windows.get("train") is not None:
+        return int(windows["train"])
+    return None if data.get("examples_trained") is None else int(data["examples_trained"])
+
+
+@dataclass(frozen=True, order=True)
+class SectionKey:
+    """What must be equal for records to share a table: the model, the data and the metric."""
+
+    model: str
+    task: str
+    data: str
+    context: str
+    metric: str = "f1"
+
+    @classmethod
+    def of(cls, record: Record) -> SectionKey:
+        config = record_config(record)
+        return cls(
+            model=str(config.get("model", "?")),
+            task=str(config.get("task", "?")),
+            data=data_source(record),
+            context=str(config.get("context", "?")),
+            metric=primary_metric(record),
+        )
+
+
+@dataclass
+class Row:
+    """One system with one setting: its records (one per seed) and the paper's numbers."""
+
+    section: SectionKey
+    system: str
+    settings: dict[str, object]
+    records: list[Record] = field(default_factory=list)
+    label_settings: str = ""
+
+    @property
+    def name(self) -> str:
+        return system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.label_settings})" if self.label_settings else self.name
+
+    @property
+    def dev_f1(self) -> list[float]:
+        return _split_f1(self.records, "dev")
+
+    @property
+    def test_f1(self) -> list[float]:
+        return _split_f1(self.records, "test")
+
+    @property
+    def dev_f1_mean(self) -> float | None:
+        return mean_or_none(self.dev_f1)
+
+    @property
+    def dev_f1_std(self) -> float | None:
+        """Sample standard deviation over seeds (ddof=1); ``None`` with fewer than two."""
+        return sample_std(self.dev_f1)
+
+    @property
+    def dev_primary(self) -> list[float]:
+        """Each seed's primary dev metric (the task's own: accuracy, F1, MCC...) in percent."""
+        return [score for record in self.records if (score := primary_score(record)) is not None]
+
+    @property
+    def dev_primary_mean(self) -> float | None:
+        return mean_or_none(self.dev_primary)
+
+    @property
+    def dev_primary_std(self) -> float | None:
+        return sample_std(self.dev_primary)
+
+    @property
+    def seeds(self) -> list[object]:
+        return [record_config(record).get("seed") for record in self.records]
+
+    @property
+    def comparable_to_paper(self) -> bool:
+        """Same task as the paper's Table 7, all of its training set and, for every seed, the
+        paper's head."""
+        if self.section.task != PAPER_TASK or not self.records:
+            return False
+        if any(record_config(r).get("train_fraction") not in (None, 1.0) or record_config(r).get("max_train_examples")
+               for r in self.records):  # fmt: skip
+            return False  # the paper trained on all of CoNLL-2003
+        return all(
+            record_config(r).get("head") == PAPER_HEAD.get(str(record_config(r).get("mode"))) for r in self.records
+        )
+
+    @property
+    def paper_dev_f1(self) -> float | None:
+        return PAPER_DEV_F1.get(self.system) if self.comparable_to_paper else None
+
+    @property
+    def paper_test_f1(self) -> float | None:
+        return PAPER_TEST_F1.get(self.system) if self.comparable_to_paper else None
+
+    @property
+    def delta_dev(self) -> float | None:
+        mean = self.dev_f1_mean
+        return None if mean is None or self.paper_dev_f1 is None else mean - self.paper_dev_f1
+
+    @property
+    def trainable_parameters(self) -> list[int]:
+        values = []
+        for record in self.records:
+            parameters = record.get("parameters")
+            if isinstance(parameters, dict) and parameters.get("trainable") is not None:
+                values.append(int(parameters["trainable"]))
+        return values
+
+    @property
+    def train_seconds(self) -> list[float]:
+        values = []
+        for record in self.records:
+            timing = record.get("time")
+            if isinstance(timing, dict) and timing.get("train_seconds") is not None:
+                values.append(float(timing["train_seconds"]))
+        return values
+
+    @property
+    def examples_per_second(self) -> list[float]:
+        """Per seed: training examples (windows) x epochs / train seconds."""
+        values = []
+        for record in self.records:
+            timing, examples = record.get("time"), train_examples(record)
+            seconds = timing.get("train_seconds") if isinstance(timing, dict) else None
+            epochs = record_config(record).get("epochs")
+            if examples is not None and seconds and isinstance(epochs, int):
+                values.append(examples * epochs / float(seconds))
+        return values
+
+    @property
+    def peak_memory(self) -> tuple[str, int] | None:
+        """The largest peak over seeds: GPU memory where recorded, else the process's RSS."""
+        for key, kind in (("cuda_max_allocated_bytes", "GPU"), ("process_max_rss_bytes", "RSS")):
+            peaks = [
+                int(memory[key])
+                for record in self.records
+                if isinstance(memory := record.get("memory"), dict) and memory.get(key) is not None
+            ]
+            if peaks:
+                return kind, max(peaks)
+        return None
+
+    def layer_weights(self) -> tuple[dict[int, float], float | None, int] | None:
+        """Mean softmax weight per layer index and mean gamma over the seeds that learned
+        them, with their count; ``None`` when no record of the row has learned weights."""
+        per_layer: dict[int, list[float]] = {}
+        gammas: list[float] = []
+        count = 0
+        for record in self.records:
+            learned = record.get("learned_layer_weights")
+            if not isinstance(learned, dict):
+                continue
+            count += 1
+            for layer, weight in zip(learned.get("layers", []), learned.get("softmax_weights", []), strict=True):
+                per_layer.setdefault(int(layer), []).append(float(weight))
+            if learned.get("gamma") is not None:
+                gammas.append(float(learned["gamma"]))
+        if count == 0:
+            return None
+        means = {layer: statistics.fmean(values) for layer, values in sorted(per_layer.items())}
+        return means, mean_or_none(gammas), count
+
+
+def record_config(record: Record) -> dict[str, object]:
+    config = record.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def _split_f1(records: Iterable[Record], split: str) -> list[float]:
+    values = []
+    for record in records:
+        metrics = record.get("metrics")
+        scores = metrics.get(split) if isinstance(metrics, dict) else None
+        if isinstance(scores, dict) and scores.get("f1") is not None:
+            values.append(100.0 * float(scores["f1"]))
+    return values
+
+
+def row_settings(record: Record, system: str | None = None, ignore: Iterable[str] = ()) -> dict[str, object]:
+    """The configuration values that make a row: all but :data:`IGNORED_CONFIG_KEYS` and
+    ``ignore``, with options added since old records filled in, unset (``None``) options
+    and options of other modes left out."""
+    config = record_config(record)
+    system = system_key(record) if system is None else system
+    skipped = set(IGNORED_CONFIG_KEYS) | set(ignore)
+    mode = str(config.get("mode", FINETUNE))
+    for other, keys in _MODE_OPTIONS.items():
+        if other != mode:
+            skipped |= set(keys)
+    values = {**ADDED_OPTION_DEFAULTS, **config}
+    if values.get("optimizer") != "sgd":
+        skipped.add("momentum")  # only SGD has momentum
+    if values.get("head") not in (None, "bilstm"):
+        skipped |= {"lstm_hidden", "lstm_layers"}  # only the BiLSTM head has them
+    settings = {key: value for key, value in sorted(values.items()) if key not in skipped and value is not None}
+    if not is_feature_system(system):
+        settings.pop("layers", None)  # the encoder-training modes always use the last layer, whatever --layers says
+    elif "layers" not in skipped:
+        settings["layers"] = system  # a spelled-out named strategy joins the named row
+    return settings
+
+
+def _order(row: Row) -> tuple[tuple[int, int, str], float, tuple[float, float], list[str | float]]:
+    """Systems in :func:`system_rank` order; LoRA rows by rank; then the smaller training
+    sets first (by ``train_fraction``, then ``max_train_examples``; the whole set last); then
+    by their labels, numbers compared as numbers (``epochs=3`` before ``epochs=10``)."""
+    return (
+        system_rank(row.system),
+        lora_rank_order(row.system, row.settings),
+        _train_size_order(row.settings),
+        _natural_key(row.label_settings),
+    )
+
+
+def _train_size_order(settings: dict[str, object]) -> tuple[float, float]:
+    fraction = settings.get("train_fraction")
+    limit = settings.get("max_train_examples")
+    return (
+        float(fraction) if isinstance(fraction, (int, float)) else 1.0,
+        float(limit) if isinstance(limit, (int, float)) else math.inf,
+    )
+
+
+def _natural_key(text: str) -> list[str | float]:
+    """``text`` split into alternating words and numbers: words at even positions, numbers
+    (as floats) at odd ones, so two keys always compare like with like."""
+    parts: list[str | float] = []
+    for position, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)):
+        parts.append(float(part) if position % 2 else part)
+    return parts
+
+
+def lora_rank_order(system: str, settings: dict[str, object]) -> float:
+    rank = settings.get("lora_rank") if system == LORA else None
+    return float(rank) if isinstance(rank, (int, float)) else 0.0
+
+
+def group_rows(records: Iterable[Record], ignore: Iterable[str] = ()) -> dict[SectionKey, list[Row]]:
+    """Sections (sorted) of rows (in the paper's order, then other strategies by name).
+    Configuration keys in ``ignore`` do not split rows either (a plot's x-axis, say)."""
+    ignore = tuple(ignore)
+    rows: dict[tuple[SectionKey, str, str], Row] = {}
+    for record in records:
+        section, system = SectionKey.of(record), system_key(record)
+        settings = row_settings(record, system, ignore)
+        key = (section, system, canonical_json(settings))
+        rows.setdefault(key, Row(section, system, settings)).records.append(record)
+
+    sections: dict[SectionKey, list[Row]] = {}
+    for row in rows.values():
+        sections.setdefault(row.section, []).append(row)
+    for section_rows in sections.values():
+        _label_settings(section_rows)
+        section_rows.sort(key=_order)
+    return dict(sorted(sections.items()))
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def differing_labels(settings: Sequence[dict[str, object]], skip: Iterable[str] = ()) -> list[str]:
+    """For each settings dict, ``key=value, ...`` of the keys whose values differ between them."""
+    skip = set(skip)
+    keys = sorted({key for values in settings for key in values} - skip)
+    differing = [key for key in keys if len({canonical_json(values.get(key)) for values in settings}) > 1]
+    return [", ".join(f"{key}={plain(values.get(key))}" for key in differing) for values in settings]
+
+
+def _label_settings(rows: list[Row]) -> None:
+    """Rows of one system that differ in a setting are labelled with the differing values
+    (LoRA's rank is in its name already)."""
+    by_system: dict[str, list[Row]] = {}
+    for row in rows:
+        by_system.setdefault(row.system, []).append(row)
+    for system, same in by_system.items():
+        if len(same) < 2:
+            continue
+        skip = ("lora_rank",) if system == LORA else ()
+        for row, label in zip(same, differing_labels([row.settings for row in same], skip), strict=True):
+            row.label_settings = label

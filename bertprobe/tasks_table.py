@@ -1,0 +1,333 @@
+"""The ``tasks`` layout ("tune or not"): the systems of one model side by side across tasks.
+
+One section per model; a row per system (fine-tuning, partial, LoRA, each feature
+strategy), a column per task. A column is a (task, data source, primary metric): two data
+sources of one task are two columns, never averaged together. A cell averages the seeds of
+one system on one task, scored by the task's own primary dev metric
+(``record["task"]["primary_metric"]``: accuracy, F1, MCC...); the settings that differ
+between the records of one system on one task split the system into labelled rows, so a
+cell never mixes them. A cost table (trainable parameters, train time, examples/s, peak
+memory) follows.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from bertprobe.formatting import (
+    format_mean_std,
+    format_optional,
+    format_parameters,
+    markdown_table,
+    mean_or_none,
+    plain,
+    write_csv,
+)
+from bertprobe.rows import (
+    LORA,
+    NoRecordsError,
+    Record,
+    Row,
+    SectionKey,
+    canonical_json,
+    data_source,
+    differing_labels,
+    lora_rank_order,
+    lora_ranks,
+    primary_metric,
+    record_config,
+    row_settings,
+    system_key,
+    system_name,
+    system_rank,
+)
+
+#: Options that say which task and data a run used: in the tasks layout they pick the
+#: column, never the row.
+TASK_IDENTITY_KEYS = frozenset(
+    {
+        "task", "data_dir", "hub_dataset", "train_file", "validation_file", "test_file", "text_columns",
+        "label_column", "regression",
+    }
+)  # fmt: skip
+
+#: Display names of tasks and metrics for the tasks layout's column headings, in column order.
+TASK_NAMES: dict[str, str] = {
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "rte": "RTE",
+    "cola": "CoLA",
+    "stsb": "STS-B",
+    "qnli": "QNLI",
+    "qqp": "QQP",
+    "mnli": "MNLI",
+    "wnli": "WNLI",
+    "conll2003": "CoNLL-2003",
+    "conll": "CoNLL",
+    "custom": "Custom",
+}
+METRIC_NAMES: dict[str, str] = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r"}
+
+
+TASKS_MARKDOWN_COST_COLUMNS = (
+    "System",
+    "Task",
+    "Trainable params",
+    "Train time (mean, s)",
+    "Train examples/s",
+    "Peak memory (MiB)",
+)
+
+TASKS_CSV_COLUMNS = (
+    "model",
+    "task",
+    "data",
+    "metric",
+    "column",
+    "system",
+    "strategy",
+    "settings",
+    "dev_mean",
+    "dev_std",
+    "seeds",
+    "seed_values",
+    "trainable_parameters",
+    "train_seconds_mean",
+    "train_examples_per_second",
+    "peak_memory_bytes",
+    "peak_memory_kind",
+)
+
+#: Options that change how much training data a run saw: unless every run of the model has
+#: the same value (then stated under the table), they split and label a system's rows
+#: wherever set, so a learning-curve point never passes for a full run.
+_DATA_AMOUNT_KEYS = ("train_fraction", "max_train_examples")
+
+
+@dataclass(frozen=True, order=True)
+class TaskColumn:
+    """A column of the tasks layout: one task on one data source, scored by its primary metric."""
+
+    task: str
+    data: str
+    metric: str
+
+    def order(self) -> tuple[int, str, str, str]:
+        names = list(TASK_NAMES)
+        return names.index(self.task) if self.task in names else len(names), self.task, self.data, self.metric
+
+
+@dataclass
+class TaskRow:
+    """One system (with the settings that tell it apart on some task) across tasks: a
+    :class:`Row` of seeds per task column."""
+
+    system: str
+    settings: dict[str, object]
+    cells: dict[TaskColumn, Row] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[Record]:
+        return [record for cell in self.cells.values() for record in cell.records]
+
+    @property
+    def label(self) -> str:
+        name = system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
+        shown = {key: value for key, value in self.settings.items() if not (self.system == LORA and key == "lora_rank")}
+        details = ", ".join(f"{key}={plain(value)}" for key, value in shown.items())
+        return f"{name} ({details})" if details else name
+
+
+@dataclass
+class TaskSection:
+    """Every record of one model: its task columns (in :data:`TASK_NAMES` order) and rows."""
+
+    model: str
+    columns: list[TaskColumn]
+    rows: list[TaskRow]
+    #: Data-amount options (:data:`_DATA_AMOUNT_KEYS`) set to one value in every run of the model.
+    common: dict[str, object] = field(default_factory=dict)
+
+    def column_label(self, column: TaskColumn) -> str:
+        """``SST-2 acc``; with the data source appended when the task has more than one."""
+        name = f"{TASK_NAMES.get(column.task, column.task)} {METRIC_NAMES.get(column.metric, column.metric)}"
+        sources = {other.data for other in self.columns if other.task == column.task}
+        return f"{name} [{column.data}]" if len(sources) > 1 else name
+
+    @property
+    def record_count(self) -> int:
+        return sum(len(row.records) for row in self.rows)
+
+
+def task_column(record: Record) -> TaskColumn:
+    return TaskColumn(str(record_config(record).get("task", "?")), data_source(record), primary_metric(record))
+
+
+def group_tasks(records: Iterable[Record]) -> list[TaskSection]:
+    """One :class:`TaskSection` per model (sorted by model name)."""
+    by_model: dict[str, list[Record]] = {}
+    for record in records:
+        by_model.setdefault(str(record_config(record).get("model", "?")), []).append(record)
+    sections = []
+    for model, model_records in sorted(by_model.items()):
+        entries = []
+        for record in model_records:
+            system = system_key(record)
+            entries.append((record, system, task_column(record), row_settings(record, system, TASK_IDENTITY_KEYS)))
+        every = [settings for *_, settings in entries]
+        uniform = {
+            key for key in _DATA_AMOUNT_KEYS if len({canonical_json(settings.get(key)) for settings in every}) == 1
+        }
+        common = {key: every[0][key] for key in sorted(uniform) if every[0].get(key) is not None}
+        splitting = _splitting_keys([(system, column, settings) for _, system, column, settings in entries], uniform)
+        rows: dict[tuple[str, str], TaskRow] = {}
+        for record, system, column, settings in entries:
+            distinguishing = {key: settings.get(key) for key in sorted(splitting[system])}
+            row = rows.setdefault((system, canonical_json(distinguishing)), TaskRow(system, distinguishing))
+            row.cells.setdefault(column, Row(SectionKey.of(record), system, settings)).records.append(record)
+        ordered = sorted(rows.values(), key=_task_row_order)
+        columns = sorted({column for row in ordered for column in row.cells}, key=TaskColumn.order)
+        sections.append(TaskSection(model, columns, ordered, common))
+    return sections
+
+
+def _task_row_order(row: TaskRow) -> tuple[tuple[int, int, str], float, str]:
+    return system_rank(row.system), lora_rank_order(row.system, row.settings), canonical_json(row.settings)
+
+
+def _splitting_keys(
+    entries: Sequence[tuple[str, TaskColumn, dict[str, object]]], uniform: Iterable[str] = ()
+) -> dict[str, set[str]]:
+    """Per system: the settings that differ between its records of one task column, and the
+    data-amount options wherever any of its records set them (but those in ``uniform``)."""
+    forced = set(_DATA_AMOUNT_KEYS) - set(uniform)
+    groups: dict[tuple[str, TaskColumn], list[dict[str, object]]] = {}
+    for system, column, settings in entries:
+        groups.setdefault((system, column), []).append(settings)
+    splitting: dict[str, set[str]] = {}
+    for (system, _), group in groups.items():
+        keys = splitting.setdefault(system, set())
+        for key in {key for settings in group for key in settings}:
+            if len({canonical_json(settings.get(key)) for settings in group}) > 1 or key in forced:
+                keys.add(key)
+    return splitting
+
+
+def _format_cell(row: Row | None) -> str:
+    if row is None or not row.dev_primary:
+        return "—"
+    return f"{format_mean_std(row.dev_primary)} (n={len(row.dev_primary)})"
+
+
+def _format_memory(peak: tuple[str, int] | None) -> str:
+    return "—" if peak is None else f"{peak[1] / 2**20:,.0f} {peak[0]}"
+
+
+def _cross_task_notes(section: TaskSection) -> list[str]:
+    """Settings of one row that differ between its task columns (epochs per task, say)."""
+    notes = []
+    for row in section.rows:
+        if len(row.cells) < 2:
+            continue
+        columns = sorted(row.cells, key=TaskColumn.order)
+        labels = differing_labels([row.cells[column].settings for column in columns])
+        if any(labels):
+            parts = "; ".join(
+                f"{section.column_label(column)}: {label}" for column, label in zip(columns, labels, strict=True)
+            )
+            notes.append(f"- {row.label}: {parts}")
+    if not notes:
+        return []
+    return ["", "Settings that differ between the tasks of one row:", "", *notes]
+
+
+def render_tasks_markdown(records: Iterable[Record]) -> str:
+    """Per model: the primary dev score of every system on every task, then the cost of each
+    (system, task): trainable parameters, train time, throughput and peak memory."""
+    sections = group_tasks(records)
+    if not sections:
+        raise NoRecordsError("no result records to tabulate")
+    blocks = []
+    for section in sections:
+        count = section.record_count
+        lines = [f"## Model `{section.model}` · {count} record{'s' if count != 1 else ''}", ""]
+        header = ["System", *(section.column_label(column) for column in section.columns)]
+        body = [
+            [row.label, *(_format_cell(row.cells.get(column)) for column in section.columns)] for row in section.rows
+        ]
+        lines += markdown_table(header, body)
+        lines += [
+            "",
+            "Each task's primary dev metric in %: mean ± sample std (ddof=1) over n seeds; `n/a`: one seed; "
+            "`—`: not run. A task with several data sources has a column per source.",
+        ]
+        if section.common:
+            common = ", ".join(f"{key}={plain(value)}" for key, value in section.common.items())
+            lines += ["", f"Every run: {common}."]
+        lines += _cross_task_notes(section)
+        cost = [
+            [
+                row.label,
+                section.column_label(column),
+                format_parameters(cell.trainable_parameters),
+                format_optional(mean_or_none(cell.train_seconds), ".1f"),
+                format_optional(mean_or_none(cell.examples_per_second), ",.1f"),
+                _format_memory(cell.peak_memory),
+            ]
+            for row in section.rows
+            for column in section.columns
+            if (cell := row.cells.get(column)) is not None
+        ]
+        lines += [
+            "",
+            "Cost per system and task (means over seeds; examples/s: training examples (windows) x epochs / "
+            "train seconds; peak memory: the largest over seeds, GPU where recorded, else the process's RSS):",
+            "",
+            *markdown_table(TASKS_MARKDOWN_COST_COLUMNS, cost),
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
+    """One row per (model, system, task column), plain values (scores in %, ``None`` where undefined)."""
+    out = []
+    for section in group_tasks(records):
+        for row in section.rows:
+            for column in section.columns:
+                cell = row.cells.get(column)
+                if cell is None:
+                    continue
+                parameters, peak = cell.trainable_parameters, cell.peak_memory
+                out.append(
+                    {
+                        "model": section.model,
+                        "task": column.task,
+                        "data": column.data,
+                        "metric": column.metric,
+                        "column": section.column_label(column),
+                        "system": row.label,
+                        "strategy": row.system,
+                        "settings": ", ".join(f"{key}={plain(value)}" for key, value in row.settings.items()),
+                        "dev_mean": cell.dev_primary_mean,
+                        "dev_std": cell.dev_primary_std,
+                        "seeds": len(cell.records),
+                        "seed_values": ";".join(plain(seed) for seed in cell.seeds),
+                        "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
+                        "train_seconds_mean": mean_or_none(cell.train_seconds),
+                        "train_examples_per_second": mean_or_none(cell.examples_per_second),
+                        "peak_memory_bytes": None if peak is None else peak[1],
+                        "peak_memory_kind": None if peak is None else peak[0],
+                    }
+                )
+    return out
+
+
+def render_tasks_csv(records: Iterable[Record]) -> str:
+    """The tasks layout in long form: a line per (model, system, task), empty cells where undefined."""
+    rows = tasks_csv_rows(records)
+    if not rows:
+        raise NoRecordsError("no result records to tabulate")
+    return write_csv(rows, TASKS_CSV_COLUMNS)
