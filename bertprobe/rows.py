@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.formatting import mean_or_none, plain, sample_std
@@ -208,10 +209,20 @@ def system_rank(key: str) -> tuple[int, int, str]:
     return 3, names.index(key) if key in names else len(names), key
 
 
+def recorded(record: Record, *keys: str) -> Any:
+    """The value under ``record[keys[0]][keys[1]]...``, or ``None`` where a key is missing or
+    a level is not a dict: records of older versions lack some sections."""
+    value: Any = record
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
 def data_source(record: Record) -> str:
-    data = record.get("data")
-    if isinstance(data, dict) and data.get("source"):
-        return str(data["source"])
+    if source := recorded(record, "data", "source"):
+        return str(source)
     config = record_config(record)
     return str(config.get("data_dir") or f"hub:{config.get('hub_dataset', '?')}")
 
@@ -219,29 +230,23 @@ def data_source(record: Record) -> str:
 def primary_metric(record: Record) -> str:
     """The task's primary dev metric as the record names it; ``f1`` for records written
     before records named it (CoNLL tagging only)."""
-    task = record.get("task")
-    if isinstance(task, dict) and task.get("primary_metric"):
-        return str(task["primary_metric"])
-    return "f1"
+    metric = recorded(record, "task", "primary_metric")
+    return str(metric) if metric else "f1"
 
 
 def primary_score(record: Record, split: str = "dev") -> float | None:
     """The primary metric on ``split`` in percent (x100), or ``None`` when not recorded."""
-    metrics = record.get("metrics")
-    scores = metrics.get(split) if isinstance(metrics, dict) else None
-    value = scores.get(primary_metric(record)) if isinstance(scores, dict) else None
+    value = recorded(record, "metrics", split, primary_metric(record))
     return None if value is None else 100.0 * float(value)
 
 
 def train_examples(record: Record) -> int | None:
     """Training examples per epoch: windows for tagging tasks, examples for sequence tasks."""
-    data = record.get("data")
-    if not isinstance(data, dict):
-        return None
-    windows = data.get("windows")
-    if isinstance(windows, dict) and windows.get("train") is not None:
-        return int(windows["train"])
-    return None if data.get("examples_trained") is None else int(data["examples_trained"])
+    windows = recorded(record, "data", "windows", "train")
+    if windows is not None:
+        return int(windows)
+    examples = recorded(record, "data", "examples_trained")
+    return None if examples is None else int(examples)
 
 
 @dataclass(frozen=True, order=True)
@@ -346,29 +351,18 @@ class Row:
 
     @property
     def trainable_parameters(self) -> list[int]:
-        values = []
-        for record in self.records:
-            parameters = record.get("parameters")
-            if isinstance(parameters, dict) and parameters.get("trainable") is not None:
-                values.append(int(parameters["trainable"]))
-        return values
+        return [int(value) for value in self._recorded("parameters", "trainable")]
 
     @property
     def train_seconds(self) -> list[float]:
-        values = []
-        for record in self.records:
-            timing = record.get("time")
-            if isinstance(timing, dict) and timing.get("train_seconds") is not None:
-                values.append(float(timing["train_seconds"]))
-        return values
+        return [float(value) for value in self._recorded("time", "train_seconds")]
 
     @property
     def examples_per_second(self) -> list[float]:
         """Per seed: training examples (windows) x epochs / train seconds."""
         values = []
         for record in self.records:
-            timing, examples = record.get("time"), train_examples(record)
-            seconds = timing.get("train_seconds") if isinstance(timing, dict) else None
+            examples, seconds = train_examples(record), recorded(record, "time", "train_seconds")
             epochs = record_config(record).get("epochs")
             if examples is not None and seconds and isinstance(epochs, int):
                 values.append(examples * epochs / float(seconds))
@@ -378,14 +372,13 @@ class Row:
     def peak_memory(self) -> tuple[str, int] | None:
         """The largest peak over seeds: GPU memory where recorded, else the process's RSS."""
         for key, kind in (("cuda_max_allocated_bytes", "GPU"), ("process_max_rss_bytes", "RSS")):
-            peaks = [
-                int(memory[key])
-                for record in self.records
-                if isinstance(memory := record.get("memory"), dict) and memory.get(key) is not None
-            ]
-            if peaks:
+            if peaks := [int(value) for value in self._recorded("memory", key)]:
                 return kind, max(peaks)
         return None
+
+    def _recorded(self, *keys: str) -> list[Any]:
+        """Each seed's value under ``keys`` (see :func:`recorded`), skipping seeds without one."""
+        return [value for record in self.records if (value := recorded(record, *keys)) is not None]
 
     def layer_weights(self) -> tuple[dict[int, float], float | None, int] | None:
         """Mean softmax weight per layer index and mean gamma over the seeds that learned
@@ -414,13 +407,8 @@ def record_config(record: Record) -> dict[str, object]:
 
 
 def _split_f1(records: Iterable[Record], split: str) -> list[float]:
-    values = []
-    for record in records:
-        metrics = record.get("metrics")
-        scores = metrics.get(split) if isinstance(metrics, dict) else None
-        if isinstance(scores, dict) and scores.get("f1") is not None:
-            values.append(100.0 * float(scores["f1"]))
-    return values
+    """Entity F1 in percent of each record that has one on ``split``."""
+    return [100.0 * float(f1) for record in records if (f1 := recorded(record, "metrics", split, "f1")) is not None]
 
 
 def row_settings(record: Record, system: str | None = None, ignore: Iterable[str] = ()) -> dict[str, object]:

@@ -14,7 +14,7 @@ import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
-from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, NoRecordsError, group_rows, load_records
+from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, NoRecordsError, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
 BASE = "bert-base-cased"
@@ -397,3 +397,13 @@ def test_reading_records_needs_no_torch():
     code = "import sys, bertprobe.table; print('torch' in sys.modules)"
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert finished.stdout.strip() == "False"
+
+
+def test_recorded_walks_nested_sections_and_tolerates_old_records():
+    record = {"time": {"train_seconds": 12.5}, "data": {"windows": None}, "metrics": "not a dict"}
+    assert recorded(record, "time", "train_seconds") == 12.5
+    assert recorded(record, "time", "eval_seconds") is None  # key missing
+    assert recorded(record, "memory", "process_max_rss_bytes") is None  # section missing (older record)
+    assert recorded(record, "data", "windows", "train") is None  # a level that is None
+    assert recorded(record, "metrics", "dev", "f1") is None  # a level that is not a dict
+    assert recorded(record) is record
