@@ -40,6 +40,7 @@ from bertprobe.rows import (
     differing_labels,
     group_rows,
     primary_score,
+    recorded,
     row_settings,
 )
 from bertprobe.tasks_table import TASK_NAMES
@@ -214,22 +215,20 @@ _SINGLE_LAYER_NAMES = {"embeddings": "0", "last": "-1", "second_last": "-2"}
 def single_layer(record: Record) -> int | None:
     """The hidden-state index (0 = embeddings) of a feature run that reads exactly one layer
     (``--layers 3``, ``last``...); ``None`` for other runs and for a learned mix of one layer."""
-    config = record.get("config")
-    if not isinstance(config, dict) or config.get("mode") != "feature":
+    if recorded(record, "config", "mode") != "feature":
         return None
-    resolved = record.get("layers")
-    if isinstance(resolved, dict) and isinstance(resolved.get("indices"), list):
-        indices, combine = resolved["indices"], resolved.get("combine", "concat")
+    indices = recorded(record, "layers", "indices")
+    if isinstance(indices, list):
+        combine = recorded(record, "layers", "combine") or "concat"
         return int(indices[0]) if len(indices) == 1 and combine != "weighted" else None
-    text = str(config.get("layers", "last")).replace(" ", "")
+    text = str(recorded(record, "config", "layers") or "last").replace(" ", "")
     match = re.fullmatch(r"(-?\d+)(?::(concat|sum|mean))?", _SINGLE_LAYER_NAMES.get(text, text))
     if match is None:
         return None
     index = int(match.group(1))
     if index >= 0:
         return index
-    encoder = record.get("encoder")
-    depth = encoder.get("num_layers") if isinstance(encoder, dict) else None
+    depth = recorded(record, "encoder", "num_layers")
     return None if depth is None else int(depth) + 1 + index
 
 
