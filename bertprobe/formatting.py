@@ -38,6 +38,20 @@ def format_parameters(values: Sequence[int]) -> str:
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
+#: Marks a train time that adds up several processes (a run resumed from a checkpoint).
+RESUMED_MARK = "†"
+RESUMED_NOTE = (
+    f"{RESUMED_MARK}: some seeds were resumed from a checkpoint; their train time adds up the processes "
+    "that trained them (listed in each record), which may have run on other machines or allocators."
+)
+
+
+def format_train_time(seconds: Sequence[float], resumed_seeds: int) -> str:
+    """Mean train time in seconds, marked with :data:`RESUMED_MARK` when a seed was resumed."""
+    text = format_optional(mean_or_none(seconds), ".1f")
+    return f"{text} {RESUMED_MARK}" if resumed_seeds and seconds else text
+
+
 def format_optional(value: float | None, pattern: str) -> str:
     return "—" if value is None else format(value, pattern)
 

@@ -358,6 +358,14 @@ class Row:
         return [float(value) for value in self._recorded("time", "train_seconds")]
 
     @property
+    def resumed_seeds(self) -> int:
+        """How many seeds were resumed from a checkpoint: their train time adds up the
+        processes that trained them, which may have run on other machines or allocators."""
+        return sum(
+            1 for record in self.records if record.get("resumed_from") or len(recorded(record, "processes") or []) > 1
+        )
+
+    @property
     def examples_per_second(self) -> list[float]:
         """Per seed: training examples (windows) x epochs / train seconds."""
         values = []

@@ -18,9 +18,11 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 from bertprobe.formatting import (
+    RESUMED_NOTE,
     format_mean_std,
     format_optional,
     format_parameters,
+    format_train_time,
     markdown_table,
     mean_or_none,
     plain,
@@ -58,6 +60,7 @@ CSV_COLUMNS = (
     "delta_dev",
     "trainable_parameters",
     "train_seconds_mean",
+    "resumed_seeds",
 )
 
 MARKDOWN_COLUMNS = (
@@ -95,7 +98,7 @@ def _main_lines(rows: Sequence[Row]) -> list[list[str]]:
             format_optional(row.paper_dev_f1, ".1f"),
             format_optional(row.delta_dev, "+.2f"),
             format_parameters(row.trainable_parameters),
-            format_optional(mean_or_none(row.train_seconds), ".1f"),
+            format_train_time(row.train_seconds, row.resumed_seeds),
         ]
         for row in rows
     ]
@@ -150,6 +153,8 @@ def render_markdown(records: Iterable[Record]) -> str:
         else:
             note += f" The paper's Table 7 is {PAPER_TASK} only: no paper values here."
         lines += ["", note]
+        if any(row.resumed_seeds for row in rows):
+            lines += ["", RESUMED_NOTE]
         lines += _weights_lines(rows)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
@@ -181,6 +186,7 @@ def csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                     "delta_dev": row.delta_dev,
                     "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
                     "train_seconds_mean": mean_or_none(row.train_seconds),
+                    "resumed_seeds": row.resumed_seeds,
                 }
             )
     return out

@@ -17,9 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bertprobe.formatting import (
+    RESUMED_NOTE,
     format_mean_std,
     format_optional,
     format_parameters,
+    format_train_time,
     markdown_table,
     mean_or_none,
     plain,
@@ -95,6 +97,7 @@ TASKS_CSV_COLUMNS = (
     "seed_values",
     "trainable_parameters",
     "train_seconds_mean",
+    "resumed_seeds",
     "train_examples_per_second",
     "peak_memory_bytes",
     "peak_memory_kind",
@@ -272,7 +275,7 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
                 row.label,
                 section.column_label(column),
                 format_parameters(cell.trainable_parameters),
-                format_optional(mean_or_none(cell.train_seconds), ".1f"),
+                format_train_time(cell.train_seconds, cell.resumed_seeds),
                 format_optional(mean_or_none(cell.examples_per_second), ",.1f"),
                 _format_memory(cell.peak_memory),
             ]
@@ -287,6 +290,8 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
             "",
             *markdown_table(TASKS_MARKDOWN_COST_COLUMNS, cost),
         ]
+        if any(cell.resumed_seeds for row in section.rows for cell in row.cells.values()):
+            lines += ["", RESUMED_NOTE]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -317,6 +322,7 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                         "seed_values": ";".join(plain(seed) for seed in cell.seeds),
                         "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
                         "train_seconds_mean": mean_or_none(cell.train_seconds),
+                        "resumed_seeds": cell.resumed_seeds,
                         "train_examples_per_second": mean_or_none(cell.examples_per_second),
                         "peak_memory_bytes": None if peak is None else peak[1],
                         "peak_memory_kind": None if peak is None else peak[0],

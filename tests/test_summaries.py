@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE
 from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
 from bertprobe.rows import ADDED_OPTION_DEFAULTS, NoRecordsError, group_rows
 from bertprobe.table import render_markdown
@@ -407,3 +408,14 @@ def test_plot_and_table_read_several_folders_together(tmp_path: Path, capsys: py
     assert main(["table", str(tmp_path / "probe"), str(tmp_path / "finetune")]) == 0
     assert "| Fine-tuning | 95.00 ± 1.41 |" in capsys.readouterr().out
     assert main(["table", str(tmp_path / "probe"), str(tmp_path / "missing")]) == 2
+
+
+def test_tasks_cost_table_marks_train_times_of_resumed_seeds():
+    resumed = {**record("rte", seed=2, train_seconds=300.0), "resumed_from": "/ck/epoch-1"}
+    text = render_tasks_markdown([record("rte", seed=1), resumed, record("sst2")])
+    cost = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| Fine-tuning |")}
+    assert cost["RTE acc"].split(" | ")[3] == f"200.0 {RESUMED_MARK}"
+    assert cost["SST-2 acc"].split(" | ")[3] == "100.0"
+    assert RESUMED_NOTE in text and RESUMED_NOTE not in render_tasks_markdown([record("rte")])
+    [line] = [row for row in csv.DictReader(io.StringIO(render_tasks_csv([record("rte", seed=1), resumed])))]
+    assert line["resumed_seeds"] == "1"

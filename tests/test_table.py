@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
 from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, NoRecordsError, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
@@ -407,3 +408,27 @@ def test_recorded_walks_nested_sections_and_tolerates_old_records():
     assert recorded(record, "data", "windows", "train") is None  # a level that is None
     assert recorded(record, "metrics", "dev", "f1") is None  # a level that is not a dict
     assert recorded(record) is record
+
+
+def test_a_train_time_that_adds_up_resumed_processes_is_marked():
+    """A seed resumed from a checkpoint (an older record: ``resumed_from``; a newer one: more
+    than one entry in ``processes``) marks its row's train time, and a note says why."""
+    fresh = make_record(mode="feature", layers="last", seed=1, train_seconds=10.0)
+    old_resumed = {
+        **make_record(mode="feature", layers="last", seed=2, train_seconds=30.0),
+        "resumed_from": "/ck/epoch-1",
+    }
+    processes = [{"git_commit": "a"}, {"git_commit": "b"}]
+    new_resumed = {**make_record(seed=1, train_seconds=50.0), "resumed_from": None, "processes": processes}
+    one_process = {**make_record(mode="feature", layers="second_last", train_seconds=7.0), "processes": processes[:1]}
+    lines = {
+        cells[0]: cells for cells in markdown_rows(render_markdown([fresh, old_resumed, new_resumed, one_process]))
+    }
+    assert lines["Fine-tuning"][-1] == f"50.0 {RESUMED_MARK}"
+    assert lines["Last hidden"][-1] == f"20.0 {RESUMED_MARK}"  # one of its two seeds resumed
+    assert lines["Second-to-last hidden"][-1] == "7.0"
+    assert RESUMED_NOTE in render_markdown([fresh, old_resumed])
+    assert RESUMED_MARK not in render_markdown([fresh, one_process])
+    by_strategy = {row["strategy"]: row for row in parse_csv(render_csv([fresh, old_resumed, new_resumed]))}
+    assert by_strategy["last"]["resumed_seeds"] == "1" and by_strategy["finetune"]["resumed_seeds"] == "1"
+    assert float(by_strategy["last"]["train_seconds_mean"]) == pytest.approx(20.0)
