@@ -1,6 +1,7 @@
 """Numbers into table cells: the statistics over seeds and how the layouts print them.
 
-Shared by :mod:`bertprobe.table`, :mod:`bertprobe.tasks_table` and :mod:`bertprobe.plots`.
+Shared by the two table layouts, :mod:`bertprobe.table` and :mod:`bertprobe.tasks_table`, and
+by :mod:`bertprobe.rows` (the seed statistics).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def format_parameters(values: Sequence[int]) -> str:
 RESUMED_MARK = "†"
 RESUMED_NOTE = (
     f"{RESUMED_MARK}: some seeds were resumed from a checkpoint; their train time adds up the processes "
-    "that trained them (listed in each record), which may have run on other machines or allocators."
+    "that trained them (records since the `processes` list name each), which may have run on other machines "
+    "or allocators."
 )
 
 
