@@ -239,8 +239,8 @@ def plot_main(argv: list[str]) -> int:
     records = _load_for_summary(args.directory)
     if records is None:
         return 2
+    from bertprobe.formatting import NoRecordsError
     from bertprobe.plots import PLOTS
-    from bertprobe.rows import NoRecordsError
 
     try:
         path = PLOTS[args.kind](records, args.output)

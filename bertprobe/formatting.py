@@ -1,4 +1,5 @@
-"""Numbers into table cells: the statistics over seeds and how the layouts print them.
+"""Numbers into table cells: the statistics over seeds and how the layouts print them, and
+the error of a table or figure with nothing in it.
 
 Shared by the two table layouts, :mod:`bertprobe.table` and :mod:`bertprobe.tasks_table`, and
 by :mod:`bertprobe.rows` (the seed statistics).
@@ -10,6 +11,10 @@ import csv
 import io
 import statistics
 from collections.abc import Iterable, Sequence
+
+
+class NoRecordsError(ValueError):
+    """Nothing to tabulate or plot: a folder without any result record (or none of the kind)."""
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:
@@ -70,6 +75,8 @@ def markdown_table(header: Sequence[str], lines: Iterable[Sequence[str]]) -> lis
 
 def write_csv(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
     """``rows`` as CSV text with a header line; ``None`` becomes an empty cell."""
+    if not rows:
+        raise NoRecordsError("no result records to tabulate")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

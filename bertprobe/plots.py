@@ -31,10 +31,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
+from bertprobe.formatting import NoRecordsError
 from bertprobe.results import temporary_beside
 from bertprobe.rows import (
     FINETUNE,
-    NoRecordsError,
     Record,
     SectionKey,
     differing_labels,

@@ -121,10 +121,6 @@ _STRATEGY_SPECS: dict[str, str] = {
 Record = dict[str, object]
 
 
-class NoRecordsError(ValueError):
-    """A folder without any result record."""
-
-
 # ----------------------------------------------------------------------------- loading
 
 

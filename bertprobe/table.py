@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 
 from bertprobe.formatting import (
     RESUMED_NOTE,
+    NoRecordsError,
     format_mean_std,
     format_optional,
     format_parameters,
@@ -33,7 +34,6 @@ from bertprobe.rows import (
     FINETUNE,
     PAPER_TASK,
     PAPER_TEST_F1,
-    NoRecordsError,
     Record,
     Row,
     SectionKey,
@@ -194,10 +194,7 @@ def csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
 
 def render_csv(records: Iterable[Record]) -> str:
     """Same rows as :func:`render_markdown`, unformatted numbers, empty cells where undefined."""
-    rows = csv_rows(records)
-    if not rows:
-        raise NoRecordsError("no result records to tabulate")
-    return write_csv(rows, CSV_COLUMNS)
+    return write_csv(csv_rows(records), CSV_COLUMNS)
 
 
 #: The table layouts of ``bertprobe table --layout``: name -> (Markdown renderer, CSV renderer).

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from bertprobe.formatting import (
     RESUMED_NOTE,
+    NoRecordsError,
     format_mean_std,
     format_optional,
     format_parameters,
@@ -29,7 +30,6 @@ from bertprobe.formatting import (
 )
 from bertprobe.rows import (
     LORA,
-    NoRecordsError,
     Record,
     Row,
     SectionKey,
@@ -333,7 +333,4 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
 
 def render_tasks_csv(records: Iterable[Record]) -> str:
     """The tasks layout in long form: a line per (model, system, task), empty cells where undefined."""
-    rows = tasks_csv_rows(records)
-    if not rows:
-        raise NoRecordsError("no result records to tabulate")
-    return write_csv(rows, TASKS_CSV_COLUMNS)
+    return write_csv(tasks_csv_rows(records), TASKS_CSV_COLUMNS)

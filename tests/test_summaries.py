@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
 from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
-from bertprobe.rows import ADDED_OPTION_DEFAULTS, NoRecordsError, group_rows
+from bertprobe.rows import ADDED_OPTION_DEFAULTS, group_rows
 from bertprobe.table import render_markdown
 from bertprobe.tasks_table import TASKS_CSV_COLUMNS, group_tasks, render_tasks_csv, render_tasks_markdown
 

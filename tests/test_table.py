@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
-from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, NoRecordsError, group_rows, load_records, recorded
+from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
 BASE = "bert-base-cased"
