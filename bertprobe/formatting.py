@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 
@@ -26,6 +27,23 @@ def sample_std(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
+def difference_of_means(values: Sequence[float], reference: Sequence[float]) -> tuple[float | None, float | None]:
+    """``mean(values) - mean(reference)`` and its standard error.
+
+    The two sets of seeds are independent runs, so the error of the difference is
+    ``sqrt(s_a**2 / n_a + s_b**2 / n_b)`` (each ``s`` the sample std, as in Welch's test);
+    it is undefined (``None``) when either side has fewer than two values, and the
+    difference itself when either side has none.
+    """
+    mean, reference_mean = mean_or_none(values), mean_or_none(reference)
+    if mean is None or reference_mean is None:
+        return None, None
+    std, reference_std = sample_std(values), sample_std(reference)
+    if std is None or reference_std is None:
+        return mean - reference_mean, None
+    return mean - reference_mean, math.sqrt(std**2 / len(values) + reference_std**2 / len(reference))
+
+
 def plain(value: object) -> str:
     return "none" if value is None else str(value)
 
@@ -35,6 +53,13 @@ def format_mean_std(values: Sequence[float]) -> str:
     if mean is None:
         return "—"
     return f"{mean:.2f} ± {'n/a' if std is None else f'{std:.2f}'}"
+
+
+def format_difference(difference: float | None, error: float | None) -> str:
+    """A signed difference ± its standard error (``n/a`` when undefined), ``—`` without one."""
+    if difference is None:
+        return "—"
+    return f"{difference:+.2f} ± {'n/a' if error is None else f'{error:.2f}'}"
 
 
 def format_parameters(values: Sequence[int]) -> str:

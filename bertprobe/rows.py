@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.formatting import mean_or_none, plain, sample_std
+from bertprobe.formatting import difference_of_means, mean_or_none, plain, sample_std
 
 FINETUNE = "finetune"
 LORA = "lora"
@@ -446,12 +446,14 @@ def _order(row: Row) -> tuple[tuple[int, int, str], float, tuple[float, float], 
     return (
         system_rank(row.system),
         lora_rank_order(row.system, row.settings),
-        _train_size_order(row.settings),
+        train_size(row.settings),
         _natural_key(row.label_settings),
     )
 
 
-def _train_size_order(settings: dict[str, object]) -> tuple[float, float]:
+def train_size(settings: dict[str, object]) -> tuple[float, float]:
+    """How much of the training set a row used, as ``(train_fraction, max_train_examples)``
+    with the whole set as ``(1.0, inf)``; sorts from the smallest set to the whole."""
     fraction = settings.get("train_fraction")
     limit = settings.get("max_train_examples")
     return (
@@ -467,6 +469,47 @@ def _natural_key(text: str) -> list[str | float]:
     for position, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)):
         parts.append(float(part) if position % 2 else part)
     return parts
+
+
+@dataclass(frozen=True)
+class FinetuningGap:
+    """A row's F1 minus its fine-tuning reference's, in F1 points: the mean difference over
+    seeds with its standard error (see :func:`bertprobe.formatting.difference_of_means`),
+    and the paper's difference where both rows have a paper value."""
+
+    reference: Row
+    dev: float | None
+    dev_error: float | None
+    test: float | None
+    test_error: float | None
+    paper_dev: float | None
+
+
+def finetuning_gaps(rows: Sequence[Row]) -> list[tuple[Row, FinetuningGap]]:
+    """How far each other row of a section is from full fine-tuning.
+
+    The reference of a row is the fine-tuning row trained on as much data
+    (:func:`train_size`) with the best mean dev F1: the paper, too, chose fine-tuning's
+    hyper-parameters on dev. Rows with no such fine-tuning row are left out.
+    """
+    best: dict[tuple[float, float], tuple[float, Row]] = {}  # train size -> (mean dev F1, row)
+    for row in rows:
+        mean, size = row.dev_f1_mean, train_size(row.settings)
+        if row.system == FINETUNE and mean is not None and (size not in best or mean > best[size][0]):
+            best[size] = mean, row
+    gaps = []
+    for row in rows:
+        size = train_size(row.settings)
+        if row.system == FINETUNE or size not in best:
+            continue
+        reference = best[size][1]
+        dev, dev_error = difference_of_means(row.dev_f1, reference.dev_f1)
+        test, test_error = difference_of_means(row.test_f1, reference.test_f1)
+        paper = None
+        if row.paper_dev_f1 is not None and reference.paper_dev_f1 is not None:
+            paper = round(row.paper_dev_f1 - reference.paper_dev_f1, 1)  # the paper's values have one decimal
+        gaps.append((row, FinetuningGap(reference, dev, dev_error, test, test_error, paper)))
+    return gaps
 
 
 def lora_rank_order(system: str, settings: dict[str, object]) -> float:

@@ -4,8 +4,10 @@ One section per (model, task, data, context) (see :mod:`bertprobe.rows` for how 
 become rows). Numbers are F1 in percent. ``mean ± std`` uses the sample standard deviation
 (``ddof=1``). With a single seed the standard deviation is undefined: the Markdown shows
 ``n/a`` in its place (``95.12 ± n/a``), the CSV leaves ``dev_f1_std`` empty, and the plot
-draws no error bar. For ``last4weighted`` and ``allweighted`` rows the learned layer weights
-follow the main table.
+draws no error bar. Beneath the main table, every other row is set against full
+fine-tuning (:func:`bertprobe.rows.finetuning_gaps`: the difference of means with its
+standard error, and the paper's difference); then, for ``last4weighted`` and
+``allweighted`` rows, the learned layer weights.
 
 The other layout, ``tasks`` (:mod:`bertprobe.tasks_table`), puts the systems of one model
 side by side across tasks. :data:`LAYOUTS` names both for ``bertprobe table --layout``.
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from bertprobe.formatting import (
     RESUMED_NOTE,
     NoRecordsError,
+    format_difference,
     format_mean_std,
     format_optional,
     format_parameters,
@@ -34,9 +37,11 @@ from bertprobe.rows import (
     FINETUNE,
     PAPER_TASK,
     PAPER_TEST_F1,
+    FinetuningGap,
     Record,
     Row,
     SectionKey,
+    finetuning_gaps,
     group_rows,
 )
 from bertprobe.tasks_table import render_tasks_csv, render_tasks_markdown
@@ -61,6 +66,12 @@ CSV_COLUMNS = (
     "trainable_parameters",
     "train_seconds_mean",
     "resumed_seeds",
+    "finetuning_reference",
+    "delta_dev_vs_finetuning",
+    "delta_dev_vs_finetuning_se",
+    "delta_test_vs_finetuning",
+    "delta_test_vs_finetuning_se",
+    "paper_delta_dev_vs_finetuning",
 )
 
 MARKDOWN_COLUMNS = (
@@ -102,6 +113,39 @@ def _main_lines(rows: Sequence[Row]) -> list[list[str]]:
         ]
         for row in rows
     ]
+
+
+GAP_NOTE = (
+    "Against fine-tuning: each row's F1 minus that of the fine-tuning row trained on as much data "
+    "(the best on dev where there are several), mean difference ± its standard error "
+    "√(s²/n + s²_ft/n_ft) over independent seeds; `n/a` where either row has one seed."
+)
+
+
+def _gap_lines(rows: Sequence[Row]) -> list[str]:
+    gaps = finetuning_gaps(rows)
+    if not gaps:
+        return []
+    references = {id(gap.reference) for _, gap in gaps}
+    several = len(references) > 1  # name each row's reference only when they differ
+    header = [
+        "System",
+        *(["Against"] if several else []),
+        "Δ dev F1 vs fine-tuning",
+        "Δ test F1 vs fine-tuning",
+        "Paper Δ dev",
+    ]
+    lines = [
+        [
+            row.label,
+            *([gap.reference.label] if several else []),
+            format_difference(gap.dev, gap.dev_error),
+            format_difference(gap.test, gap.test_error),
+            format_optional(gap.paper_dev, "+.1f"),
+        ]
+        for row, gap in gaps
+    ]
+    return ["", GAP_NOTE, "", *markdown_table(header, lines)]
 
 
 def _layer_label(layer: int) -> str:
@@ -155,6 +199,7 @@ def render_markdown(records: Iterable[Record]) -> str:
         lines += ["", note]
         if any(row.resumed_seeds for row in rows):
             lines += ["", RESUMED_NOTE]
+        lines += _gap_lines(rows)
         lines += _weights_lines(rows)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
@@ -164,6 +209,7 @@ def csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
     """The table's rows as plain values (F1 in %, ``None`` where undefined)."""
     out = []
     for section, rows in group_rows(records).items():
+        gaps = {id(row): gap for row, gap in finetuning_gaps(rows)}
         for row in rows:
             parameters = row.trainable_parameters
             out.append(
@@ -187,9 +233,24 @@ def csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                     "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
                     "train_seconds_mean": mean_or_none(row.train_seconds),
                     "resumed_seeds": row.resumed_seeds,
+                    **_gap_values(gaps.get(id(row))),
                 }
             )
     return out
+
+
+def _gap_values(gap: FinetuningGap | None) -> dict[str, object]:
+    """The CSV's against-fine-tuning columns; empty for fine-tuning and rows without a reference."""
+    if gap is None:
+        return dict.fromkeys(CSV_COLUMNS[CSV_COLUMNS.index("finetuning_reference") :])
+    return {
+        "finetuning_reference": gap.reference.label,
+        "delta_dev_vs_finetuning": gap.dev,
+        "delta_dev_vs_finetuning_se": gap.dev_error,
+        "delta_test_vs_finetuning": gap.test,
+        "delta_test_vs_finetuning_se": gap.test_error,
+        "paper_delta_dev_vs_finetuning": gap.paper_dev,
+    }
 
 
 def render_csv(records: Iterable[Record]) -> str:

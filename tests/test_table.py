@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError, difference_of_means, format_difference
 from bertprobe.plots import fit_to_width, plot_table7, save_atomic
-from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, group_rows, load_records, recorded
+from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
 BASE = "bert-base-cased"
@@ -88,11 +88,21 @@ def three_seed_finetune(**kwargs: object) -> list[dict[str, object]]:
     ]
 
 
-def markdown_rows(text: str) -> list[list[str]]:
-    """The cells of every table row except headers and separators."""
-    rows = []
+MAIN_HEADER = "| System | Dev F1"
+GAP_HEADER = "| System | Δ dev F1 vs fine-tuning"
+GAP_HEADER_WITH_REFERENCES = "| System | Against | Δ dev F1 vs fine-tuning"
+
+
+def markdown_rows(text: str, header: str = MAIN_HEADER) -> list[list[str]]:
+    """The cells of the body rows of every table whose header line starts with ``header``
+    (by default the main tables, one per section)."""
+    rows, inside = [], False
     for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("| System"):
+        if not line.startswith("|"):
+            inside = False
+        elif line.startswith("| System"):
+            inside = line.startswith(header)
+        elif inside and line.startswith("| "):
             rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
     return rows
 
@@ -432,3 +442,82 @@ def test_a_train_time_that_adds_up_resumed_processes_is_marked():
     by_strategy = {row["strategy"]: row for row in parse_csv(render_csv([fresh, old_resumed, new_resumed]))}
     assert by_strategy["last"]["resumed_seeds"] == "1" and by_strategy["finetune"]["resumed_seeds"] == "1"
     assert float(by_strategy["last"]["train_seconds_mean"]) == pytest.approx(20.0)
+
+
+def test_difference_of_means_and_its_standard_error():
+    # 90, 92, 94 (mean 92, s 2) against 80, 83, 86 (mean 83, s 3): 9 ± sqrt(4/3 + 9/3)
+    difference, error = difference_of_means([90.0, 92.0, 94.0], [80.0, 83.0, 86.0])
+    assert difference == pytest.approx(9.0)
+    assert error == pytest.approx(math.sqrt(13 / 3))
+    assert difference_of_means([90.0, 92.0], [88.0]) == (pytest.approx(3.0), None)  # one seed: no error
+    assert difference_of_means([], [88.0]) == (None, None)
+    assert format_difference(-1.0551, 0.3) == "-1.06 ± 0.30"
+    assert format_difference(0.5, None) == "+0.50 ± n/a"
+    assert format_difference(None, None) == "—"
+
+
+def test_rows_are_set_against_fine_tuning_with_the_papers_gap_beside():
+    records = [
+        *three_seed_finetune(),  # dev 90, 92, 94; test 80, 83, 86
+        make_record(mode="feature", layers="last4concat", seed=1, dev_f1=0.93, test_f1=0.84),
+        make_record(mode="feature", layers="last4concat", seed=2, dev_f1=0.95, test_f1=0.84),
+        make_record(mode="feature", layers="embeddings", seed=1, dev_f1=0.80, test_f1=0.70),
+        make_record(mode="feature", layers="last", head="linear", dev_f1=0.70, test_f1=0.60),  # a probe: no paper value
+    ]
+    text = render_markdown(records)
+    assert "Against fine-tuning:" in text
+    by_label = {cells[0]: cells for cells in markdown_rows(text, GAP_HEADER)}
+    assert set(by_label) == {"Embeddings", "Concat last four hidden", "Last hidden"}  # fine-tuning is the reference
+    # concat: dev 93, 95 (mean 94, s 1.414) - 92 = +2, error sqrt(2/2 + 4/3); test 84 - 83 = +1, sqrt(0 + 9/3)
+    assert by_label["Concat last four hidden"] == [
+        "Concat last four hidden",
+        f"+2.00 ± {math.sqrt(1 + 4 / 3):.2f}",
+        f"+1.00 ± {math.sqrt(3):.2f}",
+        "-0.3",  # 96.1 - 96.4 in the paper
+    ]
+    assert by_label["Embeddings"] == ["Embeddings", "-12.00 ± n/a", "-13.00 ± n/a", "-5.4"]
+    assert by_label["Last hidden"][1:] == ["-22.00 ± n/a", "-23.00 ± n/a", "—"]
+    concat = next(row for row in parse_csv(render_csv(records)) if row["strategy"] == "last4concat")
+    assert concat["finetuning_reference"] == "Fine-tuning"
+    assert float(concat["delta_dev_vs_finetuning"]) == pytest.approx(2.0)
+    assert float(concat["delta_dev_vs_finetuning_se"]) == pytest.approx(math.sqrt(1 + 4 / 3))
+    assert float(concat["delta_test_vs_finetuning"]) == pytest.approx(1.0)
+    assert float(concat["delta_test_vs_finetuning_se"]) == pytest.approx(math.sqrt(3))
+    assert float(concat["paper_delta_dev_vs_finetuning"]) == pytest.approx(-0.3)
+    finetune = next(row for row in parse_csv(render_csv(records)) if row["strategy"] == "finetune")
+    assert finetune["finetuning_reference"] == "" and finetune["delta_dev_vs_finetuning"] == ""
+
+
+def test_the_reference_is_the_best_fine_tuning_on_dev_trained_on_as_much_data():
+    records = [
+        make_record(lr=3e-5, dev_f1=0.90, test_f1=0.90),  # first in the table, best on test
+        make_record(lr=5e-5, dev_f1=0.92, test_f1=0.80),  # best on dev: the reference
+        make_record(lr=5e-5, train_fraction=0.1, dev_f1=0.60, test_f1=0.50),
+        make_record(mode="feature", layers="last4concat", dev_f1=0.91, test_f1=0.81),
+        make_record(mode="feature", layers="last4concat", train_fraction=0.1, dev_f1=0.70, test_f1=0.60),
+        make_record(mode="feature", layers="last4concat", train_fraction=0.5, dev_f1=0.80),  # no fine-tuning at 0.5
+    ]
+    [rows] = group_rows(records).values()
+    gaps = {row.label: gap for row, gap in finetuning_gaps(rows)}
+    assert sorted(gaps) == [
+        "Concat last four hidden (train_fraction=0.1)",
+        "Concat last four hidden (train_fraction=none)",
+    ]
+    whole = gaps["Concat last four hidden (train_fraction=none)"]
+    assert whole.reference.label == "Fine-tuning (lr=5e-05, train_fraction=none)"
+    assert whole.dev == pytest.approx(-1.0) and whole.test == pytest.approx(1.0)
+    tenth = gaps["Concat last four hidden (train_fraction=0.1)"]
+    assert tenth.reference.label == "Fine-tuning (lr=5e-05, train_fraction=0.1)"
+    assert tenth.dev == pytest.approx(10.0) and tenth.paper_dev is None  # not the paper's training set
+    # the references differ between rows, so the table names each row's
+    cells = markdown_rows(render_markdown(records), GAP_HEADER_WITH_REFERENCES)
+    assert [row[:2] for row in cells] == [
+        ["Concat last four hidden (train_fraction=0.1)", "Fine-tuning (lr=5e-05, train_fraction=0.1)"],
+        ["Concat last four hidden (train_fraction=none)", "Fine-tuning (lr=5e-05, train_fraction=none)"],
+    ]
+
+
+def test_no_gap_table_without_a_fine_tuning_row():
+    records = [make_record(mode="feature", layers="last"), make_record(mode="feature", layers="last4concat")]
+    assert "Against fine-tuning" not in render_markdown(records)
+    assert "Against fine-tuning" not in render_markdown(three_seed_finetune())
