@@ -36,8 +36,10 @@ from bertprobe.results import temporary_beside
 from bertprobe.rows import (
     FINETUNE,
     Record,
+    Row,
     SectionKey,
     differing_labels,
+    finetuning_gaps,
     group_rows,
     primary_score,
     recorded,
@@ -48,7 +50,8 @@ from bertprobe.tasks_table import TASK_NAMES
 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     """Bars of our mean dev F1 per system (error bars: sample std over seeds, none for one
-    seed) with the paper's dev F1 as a black tick; one panel per model + data section.
+    seed) with the paper's dev F1 as a black tick and our fine-tuning's as a dashed line
+    (:func:`finetuning_level`); one panel per model + data section.
     The PNG is written atomically; returns its path."""
     sections = group_rows(records)
     if not sections:
@@ -77,6 +80,9 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
                 label="paper (BERT-base)",
             )
             paper_labelled = True
+        level = finetuning_level(rows)
+        if level is not None:  # the bar to beat, across the panel
+            axis.axhline(level, color="tab:red", linestyle="--", linewidth=1.2, zorder=2, label="ours: fine-tuning")
         ours = [(m, s or 0.0) for m, s in zip(means, stds, strict=True) if m is not None]
         lows = [m - s for m, s in ours] + [v for _, v in paper]
         highs = [m + s for m, s in ours] + [v for _, v in paper]
@@ -117,6 +123,17 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     )
     figure.suptitle(fit_to_width(title, width, fontsize=10), fontsize=10)
     return save_atomic(figure, path)
+
+
+def finetuning_level(rows: Sequence[Row]) -> float | None:
+    """Mean dev F1 of the fine-tuning row every other row of a section is set against
+    (:func:`bertprobe.rows.finetuning_gaps`); ``None`` when there is none, or several (a
+    learning curve's sizes), where one line across the panel would mislead."""
+    references = {id(gap.reference): gap.reference for _, gap in finetuning_gaps(rows)}
+    if len(references) != 1:
+        return None
+    [reference] = references.values()
+    return reference.dev_f1_mean
 
 
 def fit_to_width(text: str, width_inches: float, fontsize: float) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError, difference_of_means, format_difference
-from bertprobe.plots import fit_to_width, plot_table7, save_atomic
+from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic
 from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
@@ -521,3 +521,21 @@ def test_no_gap_table_without_a_fine_tuning_row():
     records = [make_record(mode="feature", layers="last"), make_record(mode="feature", layers="last4concat")]
     assert "Against fine-tuning" not in render_markdown(records)
     assert "Against fine-tuning" not in render_markdown(three_seed_finetune())
+
+
+def test_the_figure_draws_fine_tuning_as_a_line_only_when_it_is_one_row():
+    def rows_of(records: list[dict[str, object]]) -> list:
+        [rows] = group_rows(records).values()
+        return rows
+
+    concat = make_record(mode="feature", layers="last4concat", dev_f1=0.95)
+    assert finetuning_level(rows_of([*three_seed_finetune(), concat])) == pytest.approx(92.0)
+    assert finetuning_level(rows_of([concat])) is None  # nothing to compare with
+    assert finetuning_level(rows_of(three_seed_finetune())) is None  # fine-tuning alone
+    curve = [
+        make_record(dev_f1=0.60, train_fraction=0.1),
+        make_record(dev_f1=0.90),
+        make_record(mode="feature", layers="last4concat", dev_f1=0.70, train_fraction=0.1),
+        concat,
+    ]
+    assert finetuning_level(rows_of(curve)) is None  # a reference per training-set size
