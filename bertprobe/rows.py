@@ -305,7 +305,11 @@ class Row:
     @property
     def dev_primary(self) -> list[float]:
         """Each seed's primary dev metric (the task's own: accuracy, F1, MCC...) in percent."""
-        return [score for record in self.records if (score := primary_score(record)) is not None]
+        return self.primary_scores("dev")
+
+    def primary_scores(self, split: str) -> list[float]:
+        """Each seed's primary metric on ``split`` in percent, skipping seeds without one."""
+        return [score for record in self.records if (score := primary_score(record, split)) is not None]
 
     @property
     def dev_primary_mean(self) -> float | None:
@@ -485,16 +489,21 @@ class FinetuningGap:
     paper_dev: float | None
 
 
-def finetuning_gaps(rows: Sequence[Row]) -> list[tuple[Row, FinetuningGap]]:
-    """How far each other row of a section is from full fine-tuning.
+def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Row, FinetuningGap]]:
+    """How far each other row of ``rows`` (one section, or one task's cells) is from full
+    fine-tuning, in entity F1 or, with ``primary``, in the task's primary metric.
 
     The reference of a row is the fine-tuning row trained on as much data
-    (:func:`train_size`) with the best mean dev F1: the paper, too, chose fine-tuning's
+    (:func:`train_size`) with the best mean dev score: the paper, too, chose fine-tuning's
     hyper-parameters on dev. Rows with no such fine-tuning row are left out.
     """
-    best: dict[tuple[float, float], tuple[float, Row]] = {}  # train size -> (mean dev F1, row)
+
+    def scores(row: Row, split: str) -> list[float]:
+        return row.primary_scores(split) if primary else _split_f1(row.records, split)
+
+    best: dict[tuple[float, float], tuple[float, Row]] = {}  # train size -> (mean dev score, row)
     for row in rows:
-        mean, size = row.dev_f1_mean, train_size(row.settings)
+        mean, size = mean_or_none(scores(row, "dev")), train_size(row.settings)
         if row.system == FINETUNE and mean is not None and (size not in best or mean > best[size][0]):
             best[size] = mean, row
     gaps = []
@@ -503,8 +512,8 @@ def finetuning_gaps(rows: Sequence[Row]) -> list[tuple[Row, FinetuningGap]]:
         if row.system == FINETUNE or size not in best:
             continue
         reference = best[size][1]
-        dev, dev_error = difference_of_means(row.dev_f1, reference.dev_f1)
-        test, test_error = difference_of_means(row.test_f1, reference.test_f1)
+        dev, dev_error = difference_of_means(scores(row, "dev"), scores(reference, "dev"))
+        test, test_error = difference_of_means(scores(row, "test"), scores(reference, "test"))
         paper = None
         if row.paper_dev_f1 is not None and reference.paper_dev_f1 is not None:
             paper = round(row.paper_dev_f1 - reference.paper_dev_f1, 1)  # the paper's values have one decimal

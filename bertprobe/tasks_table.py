@@ -6,8 +6,9 @@ sources of one task are two columns, never averaged together. A cell averages th
 one system on one task, scored by the task's own primary dev metric
 (``record["task"]["primary_metric"]``: accuracy, F1, MCC...); the settings that differ
 between the records of one system on one task split the system into labelled rows, so a
-cell never mixes them. A cost table (trainable parameters, train time, examples/s, peak
-memory) follows.
+cell never mixes them. Every other system is then set against fine-tuning on each task
+(the difference of means with its standard error), and a cost table (trainable
+parameters, train time, examples/s, peak memory) follows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from bertprobe.formatting import (
     RESUMED_NOTE,
     NoRecordsError,
+    format_difference,
     format_mean_std,
     format_optional,
     format_parameters,
@@ -30,12 +32,14 @@ from bertprobe.formatting import (
 )
 from bertprobe.rows import (
     LORA,
+    FinetuningGap,
     Record,
     Row,
     SectionKey,
     canonical_json,
     data_source,
     differing_labels,
+    finetuning_gaps,
     lora_rank_order,
     lora_ranks,
     primary_metric,
@@ -98,6 +102,9 @@ TASKS_CSV_COLUMNS = (
     "trainable_parameters",
     "train_seconds_mean",
     "resumed_seeds",
+    "finetuning_reference",
+    "dev_delta_vs_finetuning",
+    "dev_delta_vs_finetuning_se",
     "train_examples_per_second",
     "peak_memory_bytes",
     "peak_memory_kind",
@@ -162,6 +169,17 @@ class TaskSection:
     @property
     def record_count(self) -> int:
         return sum(len(row.records) for row in self.rows)
+
+    def finetuning_gaps(self) -> dict[int, tuple[TaskRow, FinetuningGap]]:
+        """Per cell (keyed by ``id``): the fine-tuning row it is set against on its task and
+        the gap in the task's primary metric (:func:`bertprobe.rows.finetuning_gaps`)."""
+        gaps = {}
+        for column in self.columns:
+            owners = {id(cell): row for row in self.rows if (cell := row.cells.get(column)) is not None}
+            cells = [row.cells[column] for row in self.rows if column in row.cells]
+            for cell, gap in finetuning_gaps(cells, primary=True):
+                gaps[id(cell)] = owners[id(gap.reference)], gap
+        return gaps
 
 
 def task_column(record: Record) -> TaskColumn:
@@ -246,6 +264,30 @@ def _cross_task_notes(section: TaskSection) -> list[str]:
     return ["", "Settings that differ between the tasks of one row:", "", *notes]
 
 
+TASKS_GAP_NOTE = (
+    "Against fine-tuning: each cell's primary dev score minus fine-tuning's on the same task with as much "
+    "data (the best on dev where there are several), mean difference ± its standard error √(s²/n + s²_ft/n_ft) "
+    "over independent seeds; `n/a` where either has one seed; `—`: no fine-tuning to compare with."
+)
+
+
+def _gap_lines(section: TaskSection) -> list[str]:
+    gaps = section.finetuning_gaps()
+    body = []
+    for row in section.rows:
+        texts = []
+        for column in section.columns:
+            cell = row.cells.get(column)
+            entry = None if cell is None else gaps.get(id(cell))
+            texts.append("—" if entry is None else format_difference(entry[1].dev, entry[1].dev_error))
+        if any(text != "—" for text in texts):  # fine-tuning itself, and rows with nothing to compare, stay out
+            body.append([row.label, *texts])
+    if not body:
+        return []
+    header = ["System", *(section.column_label(column) for column in section.columns)]
+    return ["", TASKS_GAP_NOTE, "", *markdown_table(header, body)]
+
+
 def render_tasks_markdown(records: Iterable[Record]) -> str:
     """Per model: the primary dev score of every system on every task, then the cost of each
     (system, task): trainable parameters, train time, throughput and peak memory."""
@@ -270,6 +312,7 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
             common = ", ".join(f"{key}={plain(value)}" for key, value in section.common.items())
             lines += ["", f"Every run: {common}."]
         lines += _cross_task_notes(section)
+        lines += _gap_lines(section)
         cost = [
             [
                 row.label,
@@ -300,12 +343,14 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
     """One row per (model, system, task column), plain values (scores in %, ``None`` where undefined)."""
     out = []
     for section in group_tasks(records):
+        gaps = section.finetuning_gaps()
         for row in section.rows:
             for column in section.columns:
                 cell = row.cells.get(column)
                 if cell is None:
                     continue
                 parameters, peak = cell.trainable_parameters, cell.peak_memory
+                reference, gap = gaps.get(id(cell), (None, None))
                 out.append(
                     {
                         "model": section.model,
@@ -323,6 +368,9 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                         "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
                         "train_seconds_mean": mean_or_none(cell.train_seconds),
                         "resumed_seeds": cell.resumed_seeds,
+                        "finetuning_reference": None if reference is None else reference.label,
+                        "dev_delta_vs_finetuning": None if gap is None else gap.dev,
+                        "dev_delta_vs_finetuning_se": None if gap is None else gap.dev_error,
                         "train_examples_per_second": mean_or_none(cell.examples_per_second),
                         "peak_memory_bytes": None if peak is None else peak[1],
                         "peak_memory_kind": None if peak is None else peak[0],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,13 @@ from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
 from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
 from bertprobe.rows import ADDED_OPTION_DEFAULTS, group_rows
 from bertprobe.table import render_markdown
-from bertprobe.tasks_table import TASKS_CSV_COLUMNS, group_tasks, render_tasks_csv, render_tasks_markdown
+from bertprobe.tasks_table import (
+    TASKS_CSV_COLUMNS,
+    TASKS_GAP_NOTE,
+    group_tasks,
+    render_tasks_csv,
+    render_tasks_markdown,
+)
 
 MODEL = "bert-base-cased"
 PRIMARY = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "f1", "conll2003": "f1"}
@@ -419,3 +426,24 @@ def test_tasks_cost_table_marks_train_times_of_resumed_seeds():
     assert RESUMED_NOTE in text and RESUMED_NOTE not in render_tasks_markdown([record("rte")])
     [line] = [row for row in csv.DictReader(io.StringIO(render_tasks_csv([record("rte", seed=1), resumed])))]
     assert line["resumed_seeds"] == "1"
+
+
+def test_tasks_layout_sets_each_system_against_fine_tuning_on_each_task():
+    records = tune_or_not_records()
+    text = render_tasks_markdown(records)
+    table = text.split(TASKS_GAP_NOTE)[1].split("\n\n")[1].splitlines()
+    assert table[0] == "| System | SST-2 acc | MRPC F1 | RTE acc | CoNLL-2003 F1 |"
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split(" | ")] for line in table[2:])}
+    # RTE accuracy: partial 58, 62 (s 2.83) against fine-tuning 60, 64, 68 (s 4): -4 ± sqrt(8/2 + 16/3)
+    assert rows["Partial (freeze 4 lowest)"] == ["—", "—", f"-4.00 ± {math.sqrt(4 + 16 / 3):.2f}", "—"]
+    assert rows["LoRA (r=8)"] == ["—", "—", "-9.00 ± n/a", "—"]
+    # MRPC is scored by F1 (75 against 80 and 90), never by accuracy (50 against 10)
+    assert rows["Last hidden"] == ["—", "-10.00 ± n/a", "—", "—"]
+    assert "Fine-tuning" not in rows
+    by_key = {(line["strategy"], line["task"]): line for line in csv.DictReader(io.StringIO(render_tasks_csv(records)))}
+    partial = by_key[("partial:4", "rte")]
+    assert partial["finetuning_reference"] == "Fine-tuning"
+    assert float(partial["dev_delta_vs_finetuning"]) == pytest.approx(-4.0)
+    assert float(partial["dev_delta_vs_finetuning_se"]) == pytest.approx(math.sqrt(4 + 16 / 3))
+    assert by_key[("finetune", "rte")]["dev_delta_vs_finetuning"] == ""
+    assert TASKS_GAP_NOTE not in render_tasks_markdown([record("rte", mode="feature"), record("sst2", mode="lora")])
