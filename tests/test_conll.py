@@ -53,6 +53,16 @@ def test_non_iob_tag_names_file_and_line(tmp_path):
         read_conll_file(path, "train")
 
 
+def test_a_line_missing_a_column_names_file_and_line(tmp_path):
+    # `German JJ I-NP` lost its NER tag: read by position, its chunk tag would pass for an entity
+    text = "-DOCSTART- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ I-NP\n"
+    path = write(tmp_path / "bad.txt", text)
+    with pytest.raises(DataFormatError, match=r"bad\.txt:5: 3 columns, but the file's lines have 4 \(from line 3\)"):
+        read_conll_file(path, "train")
+    two_columns = write(tmp_path / "two.txt", "-DOCSTART- -X- -X- O\n\nEU B-ORG\nrejects O\n")
+    assert read_conll_file(two_columns, "train").sentences[0].tags == ["B-ORG", "O"]  # DOCSTART sets no width
+
+
 def _corpus_dir(tmp_path: Path, train: str, dev: str, test: str) -> Path:
     write(tmp_path / "train.txt", train)
     write(tmp_path / "validation.txt", dev)

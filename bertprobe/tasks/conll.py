@@ -82,7 +82,9 @@ def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> Tagged
     """Read a whitespace-separated column file: a word first, the tag in ``tag_column``.
 
     Blank lines end sentences; ``-DOCSTART-`` lines start documents. A line with a
-    single column, or a tag that is not IOB-shaped (``O``, ``B-X``, ``I-X``, ``E-X``,
+    single column, a line with another number of columns than the file's first (CoNLL-2003
+    has four: a line that lost its NER tag would otherwise pass its chunk tag, ``I-NP``,
+    off as an entity), or a tag that is not IOB-shaped (``O``, ``B-X``, ``I-X``, ``E-X``,
     ``S-X``), is an error naming the file and line.
     """
     split = TaggedSplit(split_name)
@@ -91,6 +93,7 @@ def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> Tagged
     tags: list[str] = []
     start_line = 0
     seen_content_in_document = False
+    first_width: tuple[int, int] | None = None  # (columns, line number) of the first word line
 
     def flush() -> None:
         nonlocal words, tags
@@ -115,11 +118,18 @@ def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> Tagged
                 raise DataFormatError(
                     f"{path}:{line_number}: expected a word and a tag separated by whitespace, got {raw.rstrip()!r}"
                 )
+            if first_width is None:
+                first_width = len(columns), line_number
+            elif len(columns) != first_width[0]:
+                raise DataFormatError(
+                    f"{path}:{line_number}: {len(columns)} columns, but the file's lines have {first_width[0]} "
+                    f"(from line {first_width[1]}): a column is missing or extra in {raw.rstrip()!r}"
+                )
             tag = columns[tag_column]
             if not _is_iob_tag(tag):
                 raise DataFormatError(
                     f"{path}:{line_number}: {tag!r} in the tag column is not an IOB tag "
-                    f"(O, B-TYPE, I-TYPE) in line {raw.rstrip()!r}"
+                    f"(O, or B-, I-, E-, S- and a type such as B-PER) in line {raw.rstrip()!r}"
                 )
             if not words:
                 start_line = line_number
