@@ -69,22 +69,54 @@ def _offline_message(name: str, reason: str) -> str:
     )
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a folder: a Hub id is ``name`` or ``owner/name``, never
+    absolute, relative to ``.``/``..``/``~``, nor with more than one ``/``."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..") or name.count("/") > 1
+
+
 def load_config(name: str):
     """Load only the model's config (cheap), failing fast and clearly when offline."""
+    import transformers
     from transformers import AutoConfig
 
     path = resolve_model_path(name)
+    if looks_like_path(name) and not Path(path).is_dir():
+        what = "is a file, not a folder" if Path(path).expanduser().exists() else "does not exist"
+        raise ModelLoadError(
+            f"--model {name!r} {what}: give a folder holding config.json, the weights and the tokenizer files"
+        )
     try:
         return AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as error:
         if Path(path).is_dir():
-            raise ModelLoadError(f"{path} has no readable config.json for a Hugging Face model") from None
+            if not (Path(path) / "config.json").is_file():
+                raise ModelLoadError(f"{path} has no config.json: it is not a Hugging Face model folder") from None
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelLoadError(
+                f"{path}/config.json cannot be read by transformers {transformers.__version__}: {first_line}"
+            ) from None
     if not _hub_reachable():
         raise ModelLoadError(_offline_message(name, "the Hugging Face Hub is not reachable"))
     try:
         return AutoConfig.from_pretrained(path)
     except OSError as error:
         raise ModelLoadError(_offline_message(name, str(error).splitlines()[0])) from None
+
+
+#: Files that hold a checkpoint's weights, whole or sharded (with an index), in any framework.
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def check_local_weights(name: str) -> None:
+    """Refuse a local model folder without weights before any data work: loading it would
+    fail only after the data were read and tokenized. Hub ids are left to the download."""
+    path = Path(resolve_model_path(name))
+    if path.is_dir() and not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILE_PATTERNS):
+        raise ModelLoadError(
+            f"{path} has a config but no weights (model.safetensors, pytorch_model.bin, or a sharded index of "
+            f"them): copy the whole model folder, e.g. one saved with save_pretrained()"
+        )
 
 
 #: Model types whose byte-level BPE marks the start of a word with its leading space ("Ġ"):
@@ -253,6 +285,7 @@ def load_tokenizer(name: str):
             f"{name!r} has no fast (Rust) tokenizer; bertprobe needs one because aligning "
             f"words with sub-words uses its word_ids()"
         )
+    _check_vocabulary(tokenizer, name)
     problems = pre_split_mismatches(tokenizer)
     if problems and _mark_every_word_start(tokenizer):
         problems = pre_split_mismatches(tokenizer)
@@ -267,6 +300,22 @@ def load_tokenizer(name: str):
     if tokenizer.pad_token_id is None:
         _set_padding_token(tokenizer, config, name)
     return tokenizer
+
+
+def _check_vocabulary(tokenizer, name: str) -> None:
+    """Refuse a tokenizer that knows none of :data:`PROBE_WORDS`: transformers builds one of
+    special tokens alone from a model folder without tokenizer files, and every word would
+    reach the encoder as the unknown token."""
+    unknown = tokenizer.unk_token_id
+    if unknown is None:
+        return
+    pieces = _word_pieces(tokenizer, list(PROBE_WORDS))
+    if all(word and set(word) == {unknown} for word in pieces):
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} ({len(tokenizer)} tokens) turns every one of {', '.join(PROBE_WORDS)} into "
+            f"{tokenizer.unk_token}: its folder probably lacks the tokenizer files (tokenizer.json, or vocab.txt "
+            f"and tokenizer_config.json)"
+        )
 
 
 def _set_padding_token(tokenizer, config, name: str) -> None:
@@ -289,7 +338,11 @@ def load_encoder(name: str) -> nn.Module:
     path = resolve_model_path(name)
     config = load_config(name)  # fails fast and clearly when offline
     describe(name, config)
-    model = AutoModel.from_pretrained(path)
+    check_local_weights(name)
+    try:
+        model = AutoModel.from_pretrained(path)
+    except OSError as error:
+        raise ModelLoadError(f"cannot load the weights of {name!r}: {str(error).strip().splitlines()[0]}") from None
     if not getattr(model.config, "is_encoder_decoder", False):
         return model
     encoder = model.get_encoder()

@@ -32,7 +32,7 @@ from bertprobe.checkpoint import (
 )
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.cpu_heap import allocator_hint, trim_heap
-from bertprobe.encoder import describe, freeze, load_config, load_encoder, load_tokenizer
+from bertprobe.encoder import check_local_weights, describe, freeze, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
 from bertprobe.layers import ResolvedLayers, resolve_strategy
@@ -198,6 +198,7 @@ def run(config: RunConfig) -> dict[str, object]:
     commit = code_commit()
 
     info = describe(config.model, load_config(config.model))
+    check_local_weights(config.model)  # before the data work, not after it
     layers: ResolvedLayers = resolve_strategy(config.layers if config.mode == "feature" else "last", info.num_layers)
     tokenizer = load_tokenizer(config.model)
     max_length = min(config.max_length or info.max_positions, info.max_positions)

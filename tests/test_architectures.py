@@ -452,3 +452,61 @@ def test_tokenizer_that_cannot_split_words_as_in_running_text_is_refused(tmp_pat
     folder = save_generic_tokenizer(tmp_path / "chars", backend)
     with pytest.raises(ModelLoadError, match=r"splits words passed one by one differently .*'word' becomes"):
         load_tokenizer(folder)
+
+
+def test_a_model_path_that_does_not_exist_is_not_sent_to_the_hub(tmp_path):
+    from bertprobe.encoder import looks_like_path
+
+    assert [looks_like_path(name) for name in ("bert-base-cased", "org/model", "/abs/m", "./m", "../m", "~/m")] == [
+        False, False, True, True, True, True,
+    ]  # fmt: skip
+    assert looks_like_path("a/b/c")  # a Hub id has at most one slash
+    with pytest.raises(ModelLoadError, match=r"'\./no/such/model' does not exist"):
+        load_config("./no/such/model")
+    file = tmp_path / "model.bin"
+    file.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="is a file, not a folder"):
+        load_config(str(file))
+
+
+def test_a_config_of_an_unknown_model_type_says_so(tmp_path):
+    folder = tmp_path / "unknown"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bertx", "hidden_size": 8}), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=r"config\.json cannot be read by transformers .*bertx"):
+        load_config(str(folder))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"has no config\.json"):
+        load_config(str(tmp_path / "empty"))
+
+
+def test_a_model_folder_without_weights_is_refused_before_the_data_are_read(tmp_path, tiny_model_dir):
+    import shutil
+
+    from bertprobe.encoder import check_local_weights
+    from bertprobe.train import run
+
+    folder = tmp_path / "no_weights"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(ModelLoadError, match="has a config but no weights"):
+        check_local_weights(str(folder))
+    with pytest.raises(ModelLoadError, match="has a config but no weights"):
+        load_encoder(str(folder))
+    # the data folder does not exist: the weights are checked first, not after the data work
+    with pytest.raises(ModelLoadError, match="has a config but no weights"):
+        run(RunConfig(model=str(folder), data_dir=str(tmp_path / "missing"), output_dir=str(tmp_path / "runs")))
+    check_local_weights(str(tiny_model_dir))  # the whole folder passes
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tiny_model_dir):
+    """transformers builds a tokenizer of special tokens alone from such a folder: every
+    word would reach the encoder as [UNK]."""
+    import shutil
+
+    folder = tmp_path / "no_tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    with pytest.raises(ModelLoadError, match=r"turns every one of the, word, is, Paris into \[UNK\].*tokenizer files"):
+        load_tokenizer(str(folder))
+    assert load_tokenizer(str(tiny_model_dir)).unk_token == "[UNK]"  # its vocabulary knows "the"
