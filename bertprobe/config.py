@@ -131,9 +131,21 @@ class RunConfig:
         head = self.head or (DEFAULT_HEAD[self.mode] if is_tagging(self.task) else "linear")
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "lstm_hidden", "lstm_layers"):
+        for name in (
+            "epochs", "batch_size", "eval_batch_size", "eval_every", "lstm_hidden", "lstm_layers", "check_loss_every",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_length is not None and self.max_length < 3:
+            raise ConfigError(
+                f"--max-length {self.max_length} leaves no room for a word beside the special tokens; give at least 3 "
+                "(or leave it out: the model's own limit)"
+            )
+        if self.text_columns is not None and not 1 <= len(self.text_column_names()) <= 2:
+            raise ConfigError(
+                f"--text-columns {self.text_columns!r} must name one column (single sentences) or two, separated by a "
+                "comma (sentence pairs)"
+            )
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ConfigError("--max-train-examples must be at least 1")
         if self.train_fraction is not None and not 0.0 < self.train_fraction <= 1.0:
@@ -210,6 +222,10 @@ class RunConfig:
         if self.mode == "feature" and (self.encoder_lr is not None or self.layer_lr_decay != 1.0):
             option = "--encoder-lr" if self.encoder_lr is not None else "--layer-lr-decay"
             raise ConfigError(f"{option} has no effect in --mode feature: the encoder is frozen (use --head-lr)")
+
+    def text_column_names(self) -> list[str]:
+        """The names of ``--text-columns`` (one, or two for sentence pairs)."""
+        return [name.strip() for name in (self.text_columns or "").split(",") if name.strip()]
 
     def lora_targets(self) -> list[str] | None:
         """The names of ``--lora-target-modules``; ``None`` for the architecture's default."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.config import RunConfig
+from bertprobe.config import ConfigError, RunConfig
 from bertprobe.features import weights_digest
 from bertprobe.train import NonFiniteLossError, run
 
@@ -117,6 +117,23 @@ def test_unknown_strategy_fails_before_any_model_loads(tmp_path):
     assert result.returncode == 2
     assert "unknown layer strategy 'last5'" in result.stderr and "last4concat" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_option_values_that_cannot_work_are_refused_before_any_model_loads():
+    """Each of these once passed validation and failed mid-run: a modulo by zero, a window
+    with no room for a word blamed on the data, a third text column."""
+    with pytest.raises(ConfigError, match="--check-loss-every must be at least 1"):
+        RunConfig(check_loss_every=0).resolved()
+    for length in (2, -5):
+        with pytest.raises(ConfigError, match=rf"--max-length {length} leaves no room for a word"):
+            RunConfig(max_length=length).resolved()
+    with pytest.raises(ConfigError, match=r"--text-columns 'a,b,c' must name one column .* or two"):
+        RunConfig(task="custom", text_columns="a,b,c").resolved()
+    assert RunConfig(task="custom", text_columns=" premise, hypothesis ").resolved().text_column_names() == [
+        "premise",
+        "hypothesis",
+    ]
+    assert RunConfig(max_length=3).resolved().max_length == 3
 
 
 def test_layer_out_of_range_names_the_model_depth(tiny_model_dir, toy_data_dir):

@@ -112,8 +112,10 @@ def test_header_less_file_with_given_column_names(tmp_path):
 
 def test_unknown_extension_needs_a_delimiter(tmp_path):
     path = write(tmp_path / "a.txt", "s|label\nx|1\n")
-    with pytest.raises(ValueError, match="cannot tell the format"):
+    with pytest.raises(DataFormatError, match="cannot tell the format"):  # the CLI's clear-error path
         read_table(path, ["s"], "label")
+    with pytest.raises(DataFormatError, match="one or two columns"):
+        read_table(path, ["s", "t", "u"], "label", delimiter="|")
     assert read_table(path, ["s"], "label", delimiter="|")[0].label == "1"
 
 

@@ -58,7 +58,7 @@ def load_task(config, tokenizer, max_length: int) -> Task:
             config.train_file,
             config.validation_file,
             config.test_file,
-            text_columns=[c.strip() for c in config.text_columns.split(",")],
+            text_columns=config.text_column_names(),
             label_column=config.label_column,
             regression=config.regression,
         )

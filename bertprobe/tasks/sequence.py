@@ -98,7 +98,7 @@ def read_table(
     """
     file = Path(path)
     if not 1 <= len(text_columns) <= 2:
-        raise ValueError(f"text_columns must name one or two columns, got {text_columns!r}")
+        raise DataFormatError(f"text_columns must name one or two columns, got {text_columns!r}")
     if not file.is_file():
         raise FileNotFoundError(f"data file {file} does not exist")
     suffix = file.suffix.lower()
@@ -110,7 +110,7 @@ def read_table(
         elif suffix == ".csv":
             delimiter = ","
         else:
-            raise ValueError(
+            raise DataFormatError(
                 f"{file}: cannot tell the format from {suffix!r}; use .tsv, .csv or .jsonl, or pass delimiter"
             )
     if quoting_off is None:
