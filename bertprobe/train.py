@@ -56,6 +56,23 @@ __all__ = ["NonFiniteLossError", "run", "select_training_examples"]
 logger = get_logger(__name__)
 
 
+def replaces_best(score: float, best_score: float) -> bool:
+    """Whether an epoch's dev score makes it the one to keep.
+
+    A higher score wins. A NaN score (a correlation of constant predictions) ranks below
+    every real score, but while no epoch has scored (the best is still ``-inf``) the latest
+    such epoch is kept, so a run whose dev score is never defined still ends with its
+    most trained weights instead of none.
+    """
+    if math.isnan(score):
+        return best_score == -math.inf
+    return score > best_score
+
+
+def _nan_to_floor(score: float) -> float:
+    return -math.inf if math.isnan(score) else score
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -335,8 +352,13 @@ def run(config: RunConfig) -> dict[str, object]:
             )
             if config.report_to:
                 accelerator.log({"train/loss": mean_loss, f"dev/{metric}": dev_scores[metric]}, step=epoch)
-            if dev_scores[metric] > progress.best_score:
-                progress.best_score, progress.best_epoch = dev_scores[metric], epoch
+            if math.isnan(dev_scores[metric]):
+                logger.warning(
+                    f"dev {metric} is undefined (NaN) after epoch {epoch}: the predictions are constant (a "
+                    "correlation needs variation); such an epoch is kept only until one scores"
+                )
+            if replaces_best(dev_scores[metric], progress.best_score):
+                progress.best_score, progress.best_epoch = _nan_to_floor(dev_scores[metric]), epoch
                 progress.best_dev = (dev_scores, dev_predicted)
                 progress.best_state = {
                     name: tensor.detach().cpu().clone()

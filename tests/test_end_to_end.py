@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.features import weights_digest
-from bertprobe.train import NonFiniteLossError, run
+from bertprobe.train import NonFiniteLossError, replaces_best, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +92,33 @@ def test_non_finite_loss_stops_the_run_with_a_clear_error(tiny_model_dir, toy_da
     with pytest.raises(NonFiniteLossError, match=r"non-finite .* smaller --lr"):
         run(config)
     assert not (tmp_path / "runs").exists()  # no record for a failed run
+
+
+def test_an_undefined_dev_score_ranks_below_every_real_one_but_never_leaves_no_epoch():
+    nan, floor = math.nan, -math.inf
+    assert replaces_best(nan, floor)  # nothing kept yet: keep it
+    assert replaces_best(nan, floor)  # still no epoch has scored: the later, more trained one
+    assert replaces_best(0.1, floor)
+    assert not replaces_best(nan, 0.1)  # a real score is never given up for an undefined one
+    assert replaces_best(0.2, 0.1) and not replaces_best(0.1, 0.1)  # ties keep the earlier epoch
+
+
+def test_a_run_whose_dev_score_is_never_defined_ends_with_its_last_epoch(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch
+):
+    """It crashed after training (no best weights to restore) and lost the run."""
+    import bertprobe.train as train_module
+
+    scored = train_module.evaluate
+
+    def undefined_on_dev(model, loader, accelerator, task, split):
+        scores, predicted = scored(model, loader, accelerator, task, split)
+        return ({**scores, "f1": math.nan} if split == "validation" else scores), predicted
+
+    monkeypatch.setattr(train_module, "evaluate", undefined_on_dev)
+    record = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="feature", layers="last", epochs=2))
+    assert record["best_epoch"] == 2
+    assert math.isnan(record["metrics"]["dev"]["f1"]) and record["metrics"]["test"]["f1"] >= 0.0
 
 
 def test_max_train_examples_picks_nested_seeded_subsets(tiny_model_dir, toy_data_dir, tmp_path):

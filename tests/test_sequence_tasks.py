@@ -149,6 +149,14 @@ def test_regression_inferred_from_many_numeric_labels():
     assert corpus.splits["validation"].labels() == [0.3, 4.9]
 
 
+def test_a_constant_regression_dev_set_is_refused_before_training():
+    scores = [str(i / 4) for i in range(12)]
+    with pytest.raises(DataFormatError, match=r"split 'validation' of mem: every label is 2\.5; .*undefined"):
+        build_corpus({"train": examples(*scores), "validation": examples("2.5", "2.5", "2.50")}, source="mem")
+    constant_train = {"train": examples("1", "1", "1"), "validation": examples("0", "1")}
+    assert build_corpus(constant_train, source="mem", regression=True).is_regression  # dev varies: scorable
+
+
 def test_few_numeric_labels_stay_classes_unless_told():
     splits = {"train": examples("0", "1", "0.5")}
     assert not build_corpus(splits, source="mem").is_regression

@@ -288,6 +288,13 @@ def build_corpus(
             name: SequenceSplit(name, [_to_float_example(e, name) for e in examples])
             for name, examples in splits.items()
         }
+        for name, split in result.items():
+            values = {example.label for example in split.examples}
+            if name != "train" and len(values) == 1:
+                raise DataFormatError(
+                    f"split {name!r} of {source}: every label is {values.pop()}; a regression task is scored by "
+                    "Pearson and Spearman correlations, which a constant split leaves undefined"
+                )
         return SequenceCorpus(result, source=source, is_regression=True, label_list=[])
 
     converted = {name: [_to_str_example(e) for e in examples] for name, examples in splits.items()}
