@@ -13,18 +13,34 @@ After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<
 
 ``progress.pt`` is written last, atomically; a checkpoint folder without it is an
 interrupted save and is ignored. Only the newest complete checkpoint is kept.
+
+Two guards keep a checkpoint from being lost or misused: a run that finds a checkpoint of
+itself but was not told to resume stops instead of overwriting it
+(:func:`refuse_to_overwrite`), and a run resumes only a checkpoint trained on the same
+labels and training data (:func:`training_fingerprint`, checked by
+:func:`load_checkpoint` before any state is loaded).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from bertprobe.alignment import EncodedWindow
+from bertprobe.features import windows_digest
+
 PROGRESS_FILE = "progress.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that must not be overwritten, or cannot be resumed by this run."""
 
 
 @dataclass
@@ -49,6 +65,9 @@ class TrainingProgress:
     # each process that trained the run: when it started, from which checkpoint, its commit,
     # command and machine (checkpoints saved before this field existed lack the earlier ones)
     processes: list[dict[str, object]] = field(default_factory=list)
+    # what the run trained on (:func:`training_fingerprint`); None in checkpoints saved
+    # before it was kept, which resume unchecked
+    fingerprint: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -97,10 +116,45 @@ def save_checkpoint(accelerator, root: Path, progress: TrainingProgress) -> Path
     return folder
 
 
-def load_checkpoint(accelerator, folder: Path) -> TrainingProgress:
-    """Restore the training state saved in ``folder`` and return the loop's progress."""
-    accelerator.load_state(str(folder))
+def training_fingerprint(labels: Sequence[object], train_windows: Sequence[EncodedWindow]) -> dict[str, object]:
+    """The label list and a digest of the training windows (inputs, word positions and
+    labels): what a checkpoint must share with the run that resumes it. The run's name
+    already covers every option; this covers the data files' contents, which it does not."""
+    digest = hashlib.sha256(windows_digest(train_windows).encode())
+    for window in train_windows:
+        digest.update(np.asarray(window.labels, dtype=np.float64).tobytes())
+        digest.update(b";")
+    return {"labels": [str(label) for label in labels], "train": digest.hexdigest()}
+
+
+def refuse_to_overwrite(root: Path, resume: bool) -> None:
+    """Stop a run that would start over on top of its own unfinished checkpoint: its first
+    save would delete the checkpoint, and the hours it holds, without a word."""
+    found = latest_checkpoint(root)
+    if found is not None and not resume:
+        raise CheckpointError(
+            f"an unfinished run of this configuration left a checkpoint at {found}: pass --resume to continue it, "
+            f"or delete {root} to start over"
+        )
+
+
+def load_checkpoint(accelerator, folder: Path, fingerprint: dict[str, object] | None = None) -> TrainingProgress:
+    """Restore the training state saved in ``folder`` and return the loop's progress.
+
+    With ``fingerprint``, a checkpoint trained on other labels or training data is refused
+    before anything is loaded (a different label count would fail deep in the loader, the
+    same count would silently train on).
+    """
     saved = torch.load(folder / PROGRESS_FILE, weights_only=False)
+    kept = saved.get("fingerprint")
+    if fingerprint is not None and kept is not None and kept != fingerprint:
+        what = "labels" if kept.get("labels") != fingerprint.get("labels") else "training data"
+        detail = f" ({kept.get('labels')} then, {fingerprint.get('labels')} now)" if what == "labels" else ""
+        raise CheckpointError(
+            f"the checkpoint at {folder} was trained on other {what}{detail}: the data files changed since it was "
+            f"saved; restore them, or delete {folder.parent} to start over"
+        )
+    accelerator.load_state(str(folder))
     return TrainingProgress(**saved)
 
 

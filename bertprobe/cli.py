@@ -82,6 +82,18 @@ HELP = {
 }
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or a state the user must resolve: printed as one line with
+    exit status 2, never a traceback. (Called in ``except`` clauses, so the modules it
+    imports, torch among them, load only once an error is being handled.)"""
+    from bertprobe.checkpoint import CheckpointError
+    from bertprobe.encoder import ModelLoadError
+    from bertprobe.layers import LayerSpecError
+    from bertprobe.tasks.conll import DataFormatError
+
+    return ConfigError, LayerSpecError, ModelLoadError, DataFormatError, CheckpointError, FileNotFoundError
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertprobe",
@@ -141,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return probe_layers_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         argv = argv[1:]
-    from bertprobe.encoder import ModelLoadError
     from bertprobe.layers import LayerSpecError
-    from bertprobe.tasks.conll import DataFormatError
 
     try:
         config = config_from_args(argv)  # validates every option before torch is imported
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         run(config)
-    except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
+    except user_errors() as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
@@ -277,10 +287,7 @@ def sweep_main(argv: list[str]) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=types[name], help=f"override {name} for every run")
     args = vars(parser.parse_args(argv))
     overrides = {name: args[name] for name in overridable if args[name] is not None}
-    from bertprobe.encoder import ModelLoadError
-    from bertprobe.layers import LayerSpecError
     from bertprobe.sweep import load_experiment, parse_where, run_sweep
-    from bertprobe.tasks.conll import DataFormatError
 
     configure_logging()
     try:
@@ -289,7 +296,7 @@ def sweep_main(argv: list[str]) -> int:
         if args["seeds"]:
             experiment["seeds"] = args["seeds"]
         run_sweep(experiment, overrides, use_grid=args["grid"], dry_run=args["dry_run"], where=where)
-    except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
+    except user_errors() as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -326,17 +333,15 @@ def probe_layers_main(argv: list[str]) -> int:
     base.update({key: value for key, value in optional.items() if value is not None})
     probe = {"head": args.head, "lr": args.lr, "lstm_hidden": args.lstm_hidden}
     probe = {key: value for key, value in probe.items() if value is not None}
-    from bertprobe.encoder import ModelLoadError, describe, load_config
-    from bertprobe.layers import LayerSpecError
+    from bertprobe.encoder import describe, load_config
     from bertprobe.sweep import layer_probe_experiment, run_sweep
-    from bertprobe.tasks.conll import DataFormatError
 
     configure_logging()
     try:
         depth = describe(args.model, load_config(args.model)).num_layers
         experiment = layer_probe_experiment(args.model, depth, base, args.seeds, args.finetune, probe)
         paths = run_sweep(experiment, {}, dry_run=args.dry_run)
-    except (ConfigError, LayerSpecError, ModelLoadError, DataFormatError, FileNotFoundError) as error:
+    except user_errors() as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:

@@ -27,8 +27,10 @@ from bertprobe.checkpoint import (
     checkpoint_root,
     latest_checkpoint,
     load_checkpoint,
+    refuse_to_overwrite,
     remove_checkpoints,
     save_checkpoint,
+    training_fingerprint,
 )
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.cpu_heap import allocator_hint, trim_heap
@@ -214,6 +216,9 @@ def run(config: RunConfig) -> dict[str, object]:
     started = time.perf_counter()
     commit = code_commit()
 
+    checkpoints = checkpoint_root(config.output_dir, config.run_name())
+    if config.checkpoint:
+        refuse_to_overwrite(checkpoints, config.resume)
     info = describe(config.model, load_config(config.model))
     check_local_weights(config.model)  # before the data work, not after it
     layers: ResolvedLayers = resolve_strategy(config.layers if config.mode == "feature" else "last", info.num_layers)
@@ -272,11 +277,12 @@ def run(config: RunConfig) -> dict[str, object]:
     )
     eval_loaders = dict(zip(eval_loaders, eval_list, strict=True))
 
-    checkpoints = checkpoint_root(config.output_dir, config.run_name())
-    progress = TrainingProgress()
+    fingerprint = training_fingerprint(task.labels, task.windows["train"])
+    progress = TrainingProgress(fingerprint=fingerprint)
     resumed_from = latest_checkpoint(checkpoints) if config.resume else None
     if resumed_from is not None:
-        progress = load_checkpoint(accelerator, resumed_from)
+        progress = load_checkpoint(accelerator, resumed_from, fingerprint)
+        progress.fingerprint = fingerprint  # an older checkpoint without one gets it from now on
         progress.resumed_from.append(str(resumed_from))
         logger.info(f"resumed from {resumed_from} (epoch {progress.epoch} of {config.epochs} done)")
     elif config.resume:

@@ -10,7 +10,14 @@ import torch
 from test_end_to_end import toy_config
 
 import bertprobe.train as train_module
-from bertprobe.checkpoint import PROGRESS_FILE, TrainingProgress, checkpoint_name, checkpoint_root, latest_checkpoint
+from bertprobe.checkpoint import (
+    PROGRESS_FILE,
+    CheckpointError,
+    TrainingProgress,
+    checkpoint_name,
+    checkpoint_root,
+    latest_checkpoint,
+)
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.tasks.base import select_training_examples
 from bertprobe.train import run
@@ -134,6 +141,56 @@ def test_resume_within_an_epoch_gives_the_uninterrupted_result(
     assert resumed["final_lr"] == reference["final_lr"]
     assert resumed["name"] == reference["name"]  # checkpointing more often is not another run
     assert not checkpoint_root(config.output_dir, config.run_name()).exists()
+
+
+def test_a_rerun_without_resume_stops_instead_of_overwriting_the_checkpoint(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, capsys
+):
+    """Starting over would delete the unfinished run's checkpoint at its first save."""
+    from bertprobe.cli import main
+
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path, epochs=2, max_train_examples=30)
+    interrupt_at_epoch(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        run(config)
+    monkeypatch.undo()
+    saved = latest_checkpoint(checkpoint_root(config.output_dir, config.run_name()))
+    with pytest.raises(CheckpointError, match=r"left a checkpoint at .*epoch-1: pass --resume to continue it"):
+        run(config)
+    assert latest_checkpoint(checkpoint_root(config.output_dir, config.run_name())) == saved  # still there
+    arguments = ["--model", config.model, "--data-dir", config.data_dir, "--output-dir", config.output_dir]
+    arguments += ["--cache-dir", config.cache_dir, "--epochs", "2", "--batch-size", "8", "--lstm-hidden", "32"]
+    arguments += ["--seed", "3", "--max-train-examples", "30"]
+    assert main(arguments) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert run(RunConfig(**{**config.to_dict(), "tags": (), "resume": True}))["resumed_from"] == str(saved)
+
+
+def test_a_checkpoint_of_other_data_is_refused_before_anything_is_loaded(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_data_dir, data)
+    config = toy_config(tiny_model_dir, data, tmp_path, epochs=2, max_train_examples=30, resume=True)
+    interrupt_at_epoch(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        run(config)
+    monkeypatch.undo()
+    originals = {path: path.read_text(encoding="utf-8") for path in data.iterdir()}
+    for path, text in originals.items():  # same number of labels, other names: would train on silently
+        path.write_text(text.replace("B-LOC", "B-GPE"), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"trained on other labels \(.*'B-LOC'.*then, .*'B-GPE'.* now\)"):
+        run(config)
+    train = data / "train.txt"
+    for path, text in originals.items():
+        path.write_text(text, encoding="utf-8")
+    train.write_text(originals[train].replace("the NN O O", "a NN O O"), encoding="utf-8")  # every sentence
+    with pytest.raises(CheckpointError, match="trained on other training data"):
+        run(config)
+    train.write_text(originals[train], encoding="utf-8")
+    assert run(config)["resumed_from"] is not None  # the same data again: resumes
 
 
 def test_checkpoints_are_ordered_by_training_done(tmp_path):
