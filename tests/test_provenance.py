@@ -83,6 +83,25 @@ def test_atomic_records_and_figures_get_the_modes_of_ordinary_new_files(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png", "record.json"]  # no temporary left
 
 
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_write_that_fails_midway_leaves_the_old_file_whole(tmp_path: Path, monkeypatch, failing: str):
+    """A killed or failing write (disk full, say) never leaves a half-written record: the
+    old file stays as it was and no temporary is left behind."""
+    import bertprobe.results as results_module
+
+    target = write_json_atomic(tmp_path / "record.json", {"f1": 0.5})
+
+    def fail(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results_module.os, failing, fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomic(target, {"f1": 0.9, "long": "x" * 100_000})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"f1": 0.5}
+    assert [path.name for path in tmp_path.iterdir()] == ["record.json"]
+
+
 def git(repo: Path, *args: str) -> str:
     command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", *args]
     return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
