@@ -178,6 +178,13 @@ def test_load_custom_reads_each_format(tmp_path):
     assert corpus.splits["train"].examples[0].text_a == "x, y"
 
 
+def test_an_empty_custom_file_is_named(tmp_path):
+    write(tmp_path / "train.tsv", "a\ty\nx\tgood\n")
+    write(tmp_path / "dev.tsv", "a\ty\n")  # a header alone
+    with pytest.raises(DataFormatError, match=r"dev\.tsv: the validation file has no examples"):
+        load_custom(tmp_path / "train.tsv", tmp_path / "dev.tsv", text_columns=["a"], label_column="y")
+
+
 # --------------------------------------------------------------------------- GLUE
 
 

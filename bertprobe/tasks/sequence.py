@@ -588,4 +588,7 @@ def load_custom(
     if test is not None:
         paths["test"] = test
     splits = {name: read_table(path, text_columns, label_column, delimiter=delimiter) for name, path in paths.items()}
+    for name, examples in splits.items():  # name the file: the corpus knows only the folder
+        if not examples:
+            raise DataFormatError(f"{paths[name]}: the {name} file has no examples (an empty file, or a header alone)")
     return build_corpus(splits, source=str(Path(train).parent), regression=regression)
