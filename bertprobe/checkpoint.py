@@ -107,7 +107,10 @@ def save_checkpoint(accelerator, root: Path, progress: TrainingProgress) -> Path
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
         temporary = folder / f".{PROGRESS_FILE}.tmp"
-        torch.save(progress.to_dict(), temporary)
+        with temporary.open("wb") as stream:
+            torch.save(progress.to_dict(), stream)
+            stream.flush()
+            os.fsync(stream.fileno())  # on disk before the rename marks the checkpoint complete
         os.replace(temporary, folder / PROGRESS_FILE)
         for older in root.glob("epoch-*"):  # the newest is the one just written
             if older != folder:
