@@ -141,14 +141,14 @@ class ScalarMix(nn.Module):
 
     .. math::  \mathrm{mix}(h_1, \dots, h_K) = \gamma \sum_{k=1}^{K} \mathrm{softmax}(w)_k \, h_k
 
-    ``w`` starts at zero (an equal-weight average) and ``gamma`` at one. With
-    ``trainable=False`` both stay fixed, which makes the mix a plain mean.
+    ``w`` starts at zero (an equal-weight average) and ``gamma`` at one; both are learned.
+    (A fixed plain average is the ``mean`` combine mode.)
     """
 
-    def __init__(self, num_layers: int, trainable: bool = True) -> None:
+    def __init__(self, num_layers: int) -> None:
         super().__init__()
-        self.scalar_weights = nn.Parameter(torch.zeros(num_layers), requires_grad=trainable)
-        self.gamma = nn.Parameter(torch.ones(()), requires_grad=trainable)
+        self.scalar_weights = nn.Parameter(torch.zeros(num_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
 
     def normalized_weights(self) -> torch.Tensor:
         return torch.softmax(self.scalar_weights, dim=0)

@@ -16,27 +16,29 @@ from bertprobe.layers import (
 )
 from bertprobe.model import gather_words
 
+RESOLUTIONS = [
+    ("embeddings", 12, (0,), "concat"),
+    ("last", 12, (12,), "concat"),
+    ("second_last", 12, (11,), "concat"),
+    ("last4sum", 12, (12, 11, 10, 9), "sum"),
+    ("last4weighted", 12, (9, 10, 11, 12), "weighted"),
+    ("last4concat", 12, (12, 11, 10, 9), "concat"),
+    ("allweighted", 12, tuple(range(1, 13)), "weighted"),
+    ("allweighted", 6, tuple(range(1, 7)), "weighted"),
+    ("allweighted", 24, tuple(range(1, 25)), "weighted"),
+    ("last", 6, (6,), "concat"),
+    ("-1,-2,-3,-4:concat", 6, (6, 5, 4, 3), "concat"),
+    ("0-12:weighted", 12, tuple(range(0, 13)), "weighted"),
+    ("9--1:mean", 12, (9, 10, 11, 12), "mean"),
+    ("all+emb:sum", 2, (0, 1, 2), "sum"),
+    ("0,6", 6, (0, 6), "concat"),
+    ("12-9:concat", 12, (12, 11, 10, 9), "concat"),  # a range that counts down keeps its order
+    ("-1--4:concat", 12, (12, 11, 10, 9), "concat"),
+    ("-13", 12, (0,), "concat"),  # the lowest negative index is the embeddings
+]
 
-@pytest.mark.parametrize(
-    ("name", "num_layers", "indices", "combine"),
-    [
-        ("embeddings", 12, (0,), "concat"),
-        ("last", 12, (12,), "concat"),
-        ("second_last", 12, (11,), "concat"),
-        ("last4sum", 12, (12, 11, 10, 9), "sum"),
-        ("last4weighted", 12, (9, 10, 11, 12), "weighted"),
-        ("last4concat", 12, (12, 11, 10, 9), "concat"),
-        ("allweighted", 12, tuple(range(1, 13)), "weighted"),
-        ("allweighted", 6, tuple(range(1, 7)), "weighted"),
-        ("allweighted", 24, tuple(range(1, 25)), "weighted"),
-        ("last", 6, (6,), "concat"),
-        ("-1,-2,-3,-4:concat", 6, (6, 5, 4, 3), "concat"),
-        ("0-12:weighted", 12, tuple(range(0, 13)), "weighted"),
-        ("9--1:mean", 12, (9, 10, 11, 12), "mean"),
-        ("all+emb:sum", 2, (0, 1, 2), "sum"),
-        ("0,6", 6, (0, 6), "concat"),
-    ],
-)
+
+@pytest.mark.parametrize(("name", "num_layers", "indices", "combine"), RESOLUTIONS)
 def test_named_and_general_strategies_resolve_to_hidden_state_indices(name, num_layers, indices, combine):
     resolved = resolve_strategy(name, num_layers)
     assert resolved.indices == indices
@@ -47,6 +49,7 @@ def test_every_named_strategy_is_tested_above():
     assert set(NAMED_STRATEGIES) == {
         "embeddings", "last", "second_last", "last4sum", "last4weighted", "last4concat", "allweighted"
     }  # fmt: skip
+    assert set(NAMED_STRATEGIES) <= {name for name, *_ in RESOLUTIONS}
 
 
 @pytest.mark.parametrize("text", ["last5", "-1:max", "1,,2", "layer3", ""])
@@ -128,7 +131,7 @@ def test_weighted_sum_is_gamma_times_softmax_weighted_sum():
     assert torch.allclose(combined.double(), expected, rtol=1e-6)
     learned = combiner.learned_weights()
     assert learned["layers"] == [1, 2, 3, 4]
-    assert sum(learned["softmax_weights"]) == pytest.approx(1.0)
+    assert learned["softmax_weights"] == pytest.approx(weights.tolist())  # each layer's own weight, in order
     assert learned["gamma"] == pytest.approx(1.5)
 
 
@@ -166,4 +169,7 @@ def test_hidden_state_zero_is_the_embedding_output(tiny_model_dir):
         states = model(input_ids, output_hidden_states=True).hidden_states
         embedded = model.embeddings(input_ids=input_ids)
     assert len(states) == model.config.num_hidden_layers + 1
-    assert torch.equal(states[0], embedded)
+    assert torch.equal(states[0], embedded)  # the assumption "embeddings" rests on ...
+    resolved = resolve_strategy("embeddings", model.config.num_hidden_layers)
+    combined = LayerCombiner(resolved)(select_layers(states, resolved.indices))
+    assert torch.equal(combined, embedded)  # ... and what the strategy feeds the head
