@@ -29,6 +29,22 @@ def test_hand_counted_precision_recall_f1_and_per_type():
     assert scores["accuracy"] == pytest.approx(5 / 7)
 
 
+def test_precision_and_recall_are_not_swapped():
+    # gold: PER(0), LOC(2), ORG(4) = 3 entities; predicted: PER(0) alone, correct
+    # P = 1/1, R = 1/3, F1 = 2PR / (P + R) = (2/3) / (4/3) = 0.5
+    scores = entity_scores([["B-PER", "O", "B-LOC", "O", "B-ORG"]], [["B-PER", "O", "O", "O", "O"]])
+    assert scores["precision"] == pytest.approx(1.0)
+    assert scores["recall"] == pytest.approx(1 / 3)
+    assert scores["f1"] == pytest.approx(0.5)
+
+
+def test_no_predicted_entity_scores_zero_not_one():
+    # nothing predicted: precision is 0/0, which counts as 0 (an empty prediction is no success)
+    scores = entity_scores([["B-PER", "O"]], [["O", "O"]])
+    assert scores["precision"] == 0.0 and scores["recall"] == 0.0 and scores["f1"] == 0.0
+    assert scores["accuracy"] == pytest.approx(0.5)
+
+
 def test_conlleval_reads_a_stray_i_tag_as_an_entity_start():
     # conlleval (and seqeval's default mode) treat I-LOC after O as beginning an entity
     scores = entity_scores([["O", "B-LOC"]], [["O", "I-LOC"]])
