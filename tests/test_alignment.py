@@ -47,25 +47,36 @@ def test_document_context_fills_the_window_but_labels_only_the_target(tiny_token
     )
     windows = encode_split(docs, tiny_tokenizer, LABELS, max_length=64, context="document")
     assert [w.sentence_index for w in windows] == [0, 1, 2, 3]
+    whole_document = ["[CLS]", "the", "john", "met", "mary", "in", "oslo", "[SEP]"]
     middle = windows[1]
-    assert pieces(tiny_tokenizer, middle) == ["[CLS]", "the", "john", "met", "mary", "in", "oslo", "[SEP]"]
+    assert pieces(tiny_tokenizer, middle) == whole_document
     assert middle.word_positions == [3, 4]
     assert middle.labels == [0, 1]
+    # the first and last sentences take their context from the one side they have
+    assert pieces(tiny_tokenizer, windows[0]) == whole_document and windows[0].word_positions == [1, 2]
+    assert pieces(tiny_tokenizer, windows[2]) == whole_document and windows[2].word_positions == [5, 6]
     # the next document never leaks in
     assert pieces(tiny_tokenizer, windows[3]) == ["[CLS]", "tom", "[SEP]"]
 
 
 def test_document_context_grows_alternately_and_stops_at_the_limit(tiny_tokenizer):
     docs = split_of(
-        (["a", "b", "c"], ["O"] * 3, 0),  # unknown letters are one [UNK] piece each
+        (["went", "to", "the"], ["O"] * 3, 0),  # one piece per word
         (["john"], ["B-PER"], 0),
-        (["d", "e", "f"], ["O"] * 3, 0),
+        (["met", "mary", "in"], ["O", "B-PER", "O"], 0),
     )
-    # budget 5 pieces: the target plus two words each side, nearest first
-    windows = encode_split(docs, tiny_tokenizer, LABELS, max_length=7, context="document")
-    middle = windows[1]
-    assert len(middle.input_ids) == 7
-    assert pieces(tiny_tokenizer, middle)[3] == "john" and middle.word_positions == [3]
+    # budget 5 pieces: the target plus two words each side, nearest first, left first
+    first, middle, last = encode_split(docs, tiny_tokenizer, LABELS, max_length=7, context="document")
+    assert pieces(tiny_tokenizer, middle) == ["[CLS]", "to", "the", "john", "met", "mary", "[SEP]"]
+    assert middle.word_positions == [3]
+    # at a document's edge the other side takes the whole budget
+    assert pieces(tiny_tokenizer, first) == ["[CLS]", "went", "to", "the", "john", "met", "[SEP]"]
+    assert first.word_positions == [1, 2, 3]
+    assert pieces(tiny_tokenizer, last) == ["[CLS]", "the", "john", "met", "mary", "in", "[SEP]"]
+    assert last.word_positions == [3, 4, 5]
+    # an odd number of free pieces: the left, which grows first, gets the extra one
+    _, middle, _ = encode_split(docs, tiny_tokenizer, LABELS, max_length=6, context="document")
+    assert pieces(tiny_tokenizer, middle) == ["[CLS]", "to", "the", "john", "met", "[SEP]"]
 
 
 def test_sentence_context_adds_nothing(tiny_tokenizer):
@@ -88,7 +99,13 @@ def test_over_long_sentence_is_split_and_every_word_predicted_once(tiny_tokenize
         covered.extend(range(window.word_offset, window.word_offset + len(window.labels)))
         assert window.labels == [LABELS[t] for t in tags[window.word_offset : window.word_offset + len(window.labels)]]
     assert covered == list(range(len(words)))
-    assert len(windows) > 1
+    # each window is filled: its targets first, then the rest of the sentence as context
+    assert [pieces(tiny_tokenizer, window) for window in windows] == [
+        ["[CLS]", "spring", "##ville", "john", "[SEP]"],  # "riverton" (2 pieces) does not fit as context
+        ["[CLS]", "river", "##ton", "mary", "to", "[SEP]"],
+        ["[CLS]", "mary", "to", "paris", "tom", "[SEP]"],  # targets paris and tom, "mary to" before them
+    ]
+    assert [window.word_positions for window in windows] == [[1, 3], [1, 3, 4], [3, 4]]
 
 
 def test_a_single_word_longer_than_the_limit_is_a_clear_error(tiny_tokenizer):
