@@ -91,6 +91,24 @@ def test_other_weights_or_other_inputs_never_reuse_a_cache(tmp_path, encoder, wi
     changed[0] = type(changed[0])(**{**changed[0].__dict__, "input_ids": [*changed[0].input_ids[:-1], 1, 3]})
     assert cache.find(changed, (4,)) is None  # e.g. another data file, tokenizer or context mode
     assert cache.find(windows[:-1], (4,)) is None
+    # the same sub-tokens with other target words, or other segment ids, are other features
+    moved = list(windows)
+    moved[0] = type(moved[0])(**{**moved[0].__dict__, "word_positions": [p + 1 for p in moved[0].word_positions]})
+    assert cache.find(moved, (4,)) is None
+    segments = list(windows)
+    segments[0] = type(segments[0])(**{**segments[0].__dict__, "token_type_ids": [1] * len(segments[0].input_ids)})
+    assert cache.find(segments, (4,)) is None
+    # a pooled cache (one row per window) is never read as one row per word, nor the reverse
+    assert FeatureCache(tmp_path, "tiny", weights_digest(encoder), pooling="mean").find(windows, (4,)) is None
+    assert cache.find(windows, (4,)) is not None  # and the original still is found
+
+
+def test_a_cache_read_with_other_windows_is_refused(tmp_path, encoder, windows):
+    cached = build(FeatureCache(tmp_path, "tiny", weights_digest(encoder)), windows, encoder, (4,))
+    with pytest.raises(ValueError, match=rf"has {len(windows)} windows, expected {len(windows) - 1}"):
+        FeatureDataset(cached, windows[:-1], (4,))
+    with pytest.raises(ValueError, match=r"lacks layers \[3\]"):
+        FeatureDataset(cached, windows, (3, 4))
 
 
 def test_an_interrupted_build_is_never_read(tmp_path, encoder, windows, monkeypatch):
