@@ -41,6 +41,29 @@ def test_command_line_overrides_win_over_the_file():
     assert {c.context for c in configs} == {"sentence"}
 
 
+def test_command_line_overrides_win_over_a_rows_own_values_and_runs_keep_file_then_seed_order():
+    experiment = load_experiment(ROOT / "experiments" / "table7.yaml")
+    configs = list(expand(experiment, {"lr": 1e-4}))  # the fine-tuning row sets lr itself
+    assert {c.lr for c in configs} == {1e-4}
+    runs = [(c.mode, c.layers if c.mode == "feature" else "-", c.seed) for c in expand(experiment, {})]
+    assert runs[:10] == [
+        *(("finetune", "-", seed) for seed in (1, 2, 3, 4, 5)),  # the file's first row, every seed
+        *(("feature", "embeddings", seed) for seed in (1, 2, 3, 4, 5)),  # then the second
+    ]
+
+
+def test_a_sweep_always_resumes_its_runs(monkeypatch, tmp_path):
+    """An interrupted sweep continues each unfinished run from its checkpoint: without
+    resume=True a run would refuse to start over on top of its own checkpoint."""
+    import bertprobe.train
+
+    started = []
+    monkeypatch.setattr(bertprobe.train, "run", lambda config: started.append(config))
+    experiment = {"base": {"output_dir": str(tmp_path)}, "seeds": [1, 2], "runs": [{"mode": "finetune"}]}
+    run_sweep(experiment, {})
+    assert [(c.seed, c.resume) for c in started] == [(1, True), (2, True)]
+
+
 def test_sweep_command_passes_its_overrides_on(monkeypatch):
     import bertprobe.sweep
     from bertprobe.cli import sweep_main
@@ -107,6 +130,13 @@ def test_where_selects_rows_of_the_learning_curve_by_fraction_and_mode():
     assert {c.train_fraction for c in small} == {0.01, 0.1}
     full_finetune = [c for c in configs if selected(c, parse_where(["train_fraction=none", "mode=finetune"]))]
     assert [(c.mode, c.train_fraction, c.seed) for c in full_finetune] == [("finetune", None, s) for s in (1, 2, 3)]
+
+
+def test_where_takes_option_spellings_with_dashes():
+    assert parse_where(["train-fraction=0.1", "mode=finetune,feature"]) == {
+        "train_fraction": (0.1,),
+        "mode": ("finetune", "feature"),
+    }
 
 
 def test_where_rejects_unknown_fields_bad_values_and_empty_selections(tmp_path):
