@@ -140,3 +140,22 @@ def test_glue_task_from_local_files_encodes_mrpc_pairs(tiny_tokenizer):
     assert all(1 in w.token_type_ids for w in task.windows["validation"])
     assert all(len(w.input_ids) <= 64 for w in task.windows["validation"])
     assert task.data_summary()["truncated"]["validation"] > 0
+
+
+@needs_glue
+def test_mrpc_is_scored_by_the_f1_of_its_equivalent_class(tiny_tokenizer):
+    """GLUE reports MRPC's F1 for the class "equivalent"; scoring another class, or none,
+    gives other numbers."""
+    import torch
+
+    from bertprobe.tasks import load_task
+
+    config = RunConfig(task="mrpc", data_dir=str(GLUE_DIR), max_train_examples=20, pooling="first").resolved()
+    task = load_task(config, tiny_tokenizer, 64)
+    assert task.primary_metric == "f1"
+    gold = [example.label for example in task.corpus.splits["validation"].examples]
+    everything_equivalent = torch.full((len(gold), 1), task.labels.index("equivalent"))
+    scores, _ = task.score("validation", torch.arange(len(gold)), everything_equivalent)
+    share = gold.count("equivalent") / len(gold)  # precision of "equivalent"; its recall is 1
+    assert scores["accuracy"] == pytest.approx(share)
+    assert scores["f1"] == pytest.approx(2 * share / (share + 1))  # "not_equivalent" would score 0

@@ -321,6 +321,13 @@ def test_classification_scores_by_hand():
     assert "f1" not in classification_scores(gold, predicted)
 
 
+def test_accuracy_and_macro_f1_with_unbalanced_classes():
+    # a: 3 gold, 2 found (P 1, R 2/3, F1 0.8); b: 1 gold, found once with one false alarm (P 1/2, R 1, F1 2/3)
+    scores = classification_scores(["a", "a", "a", "b"], ["a", "a", "b", "b"])
+    assert scores["accuracy"] == pytest.approx(0.75)  # balanced accuracy would be (2/3 + 1) / 2
+    assert scores["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)  # weighted by support would be 0.767
+
+
 def test_matthews_for_a_larger_confusion_matrix():
     # TP 6, FN 2, FP 1, TN 3.
     gold = ["equivalent"] * 8 + ["not_equivalent"] * 4
@@ -349,3 +356,5 @@ def test_regression_scores_by_hand():
     assert cubic["pearson"] < 0.99
     assert regression_scores(x, list(reversed(x)))["spearman"] == pytest.approx(-1.0)
     assert math.isnan(regression_scores(x, [1.0] * 5)["pearson"])
+    # two swapped neighbours: Spearman 1 - 6 * 4 / (5 * 24) = 0.8 (Kendall's tau would be 0.6)
+    assert regression_scores([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0])["spearman"] == pytest.approx(0.8)

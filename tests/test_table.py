@@ -449,6 +449,9 @@ def test_difference_of_means_and_its_standard_error():
     difference, error = difference_of_means([90.0, 92.0, 94.0], [80.0, 83.0, 86.0])
     assert difference == pytest.approx(9.0)
     assert error == pytest.approx(math.sqrt(13 / 3))
+    # unequal seeds: each variance over its own count, sqrt(4/3 + 18/2) (swapped counts: sqrt(8))
+    difference, error = difference_of_means([90.0, 92.0, 94.0], [80.0, 86.0])
+    assert difference == pytest.approx(9.0) and error == pytest.approx(math.sqrt(4 / 3 + 18 / 2))
     assert difference_of_means([90.0, 92.0], [88.0]) == (pytest.approx(3.0), None)  # one seed: no error
     assert difference_of_means([], [88.0]) == (None, None)
     assert format_difference(-1.0551, 0.3) == "-1.06 ± 0.30"
@@ -539,3 +542,19 @@ def test_the_figure_draws_fine_tuning_as_a_line_only_when_it_is_one_row():
         concat,
     ]
     assert finetuning_level(rows_of(curve)) is None  # a reference per training-set size
+
+
+def test_repeated_seeds_differing_parameter_counts_and_capped_training_sets_are_shown():
+    records = [
+        make_record(seed=1, trainable=1000),
+        make_record(seed=1, trainable=2000),  # the same seed twice, e.g. two machines
+        make_record(seed=2, trainable=2000),
+    ]
+    [cells] = markdown_rows(render_markdown(records))
+    assert cells[3] == "3 (2 distinct)"
+    assert cells[6] == "1,000–2,000"
+    [row] = parse_csv(render_csv(records))
+    assert row["trainable_parameters"] == str(round((1000 + 2000 + 2000) / 3))  # the mean, 1667
+    capped = [make_record(max_train_examples=100)]
+    [[row]] = group_rows(capped).values()
+    assert row.paper_dev_f1 is None  # the paper trained on all of CoNLL-2003
