@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_architectures import ARCHITECTURES, HIDDEN, LABELS, ModelDirs, toy_split
 from test_end_to_end import cli
+from torch import nn
 
 from bertprobe.adaptation import adapt_encoder, lora_targets
 from bertprobe.alignment import encode_split
@@ -153,11 +154,34 @@ def expected_adapter_count(name: str, config, rank: int) -> int:
     return config.num_hidden_layers * 2 * rank * (2 * config.hidden_size)
 
 
+#: The default LoRA targets of each architecture, written out (not read from the code under test).
+LORA_DEFAULT_TARGETS = {
+    "bert": ("query", "value"),
+    "distilbert": ("q_lin", "v_lin"),
+    "deberta-v2": ("query_proj", "value_proj"),
+    "t5": ("q", "v"),
+    "bart": ("q_proj", "v_proj"),
+    "albert": ("query", "value"),
+}
+
+
 @pytest.mark.parametrize("name", ["bert", "distilbert", "deberta-v2", "t5", "bart", "albert"])
 def test_lora_trains_only_adapters_and_head_and_counts_r_times_in_plus_out(model_dirs, name):
     folder = str(model_dirs[name])
     rank = 4
-    model, adaptation, before = train_steps(folder, RunConfig(mode="lora", lora_rank=rank, model=folder, lr=1e-2))
+    config = RunConfig(mode="lora", lora_rank=rank, lora_alpha=12.0, lora_dropout=0.2, model=folder, lr=1e-2)
+    model, adaptation, before = train_steps(folder, config)
+    # the attention query and value projections, as each architecture names them
+    assert sorted(adaptation.summary["target_modules"]) == sorted(LORA_DEFAULT_TARGETS[name])
+    adapted = {
+        module_name: module
+        for module_name, module in model.encoder.named_modules()
+        if isinstance(getattr(module, "lora_A", None), nn.Module)
+    }
+    assert adapted and {module_name.rsplit(".", 1)[-1] for module_name in adapted} == set(LORA_DEFAULT_TARGETS[name])
+    for module in adapted.values():
+        assert module.scaling["default"] == pytest.approx(12.0 / rank)  # alpha / r
+        assert module.lora_dropout["default"].p == pytest.approx(0.2)
     expected = expected_adapter_count(name, load_config(folder), rank)
     head = HIDDEN * len(LABELS) + len(LABELS)
     assert adaptation.adapter_trainable == expected == adaptation.summary["adapter_trainable"]
