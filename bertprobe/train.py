@@ -12,9 +12,11 @@ import importlib.util
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate.logging import get_logger
@@ -52,6 +54,9 @@ from bertprobe.results import (
 )
 from bertprobe.tasks import load_task
 from bertprobe.tasks.base import Task, select_training_examples
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 __all__ = ["NonFiniteLossError", "run", "select_training_examples"]
 
@@ -297,49 +302,12 @@ def run(config: RunConfig) -> dict[str, object]:
         save_checkpoint(accelerator, checkpoints, progress)
 
     metric = task.primary_metric
+    loop = _Training(
+        config, accelerator, model, optimizer, scheduler, train_loader, train_sampler, task, progress, checkpoint_now
+    )
     for epoch in range(progress.epoch + 1, config.epochs + 1):
-        epoch_started = segment_started = time.perf_counter()
-        model.train()
-        # the batch order of an epoch depends only on (seed, epoch): a resumed run sees
-        # the same batches as an uninterrupted one
-        train_loader.set_epoch(epoch - 1)
-        train_sampler.set_epoch(epoch - 1)
-        # nonzero only in the epoch that a mid-epoch checkpoint resumes
-        loss_sum = torch.tensor(progress.epoch_loss_sum, device=accelerator.device)
-        epoch_batches = RemainingBatches(accelerator, train_loader, progress.batch_in_epoch)
-        batches = progress_bar(epoch_batches, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss = row_loss(model(batch), batch["labels"], batch["word_mask"], task.is_regression)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()  # no .item(): the loop never waits for the device
-            progress.step += 1
-            progress.batch_in_epoch += 1
-            if config.trim_heap_every and progress.step % config.trim_heap_every == 0:
-                trim_heap()
-            if progress.step % config.check_loss_every == 0:
-                _check_finite(loss_sum, epoch, progress.step, config)
-            if (
-                config.checkpoint
-                and config.checkpoint_every
-                and progress.batch_in_epoch % config.checkpoint_every == 0
-                and progress.batch_in_epoch < len(train_loader)  # the epoch's end saves its own
-            ):
-                _check_finite(loss_sum, epoch, progress.step, config)  # never save a diverged run
-                progress.train_seconds += time.perf_counter() - segment_started
-                progress.epoch_loss_sum = float(loss_sum)
-                checkpoint_now()
-                segment_started = time.perf_counter()  # saving is not training
-        _check_finite(loss_sum, epoch, progress.step, config)
-        progress.train_seconds += time.perf_counter() - segment_started
-        progress.batch_in_epoch, progress.epoch_loss_sum = 0, 0.0
-
+        epoch_started = time.perf_counter()
+        loss_sum = _train_epoch(loop, epoch)
         mean_loss = float(accelerator.reduce(loss_sum, reduction="mean")) / max(batches_per_process, 1)
         if epoch % config.eval_every and epoch < config.epochs:  # --eval-every: skip dev this epoch
             progress.history.append({"epoch": epoch, "train_loss": mean_loss})
@@ -348,43 +316,15 @@ def run(config: RunConfig) -> dict[str, object]:
                 f"--eval-every {config.eval_every})  ({time.perf_counter() - epoch_started:.0f}s)"
             )
         else:
-            eval_started = time.perf_counter()
-            dev_scores, dev_predicted = evaluate(model, eval_loaders["validation"], accelerator, task, "validation")
-            progress.eval_seconds += time.perf_counter() - eval_started
-            progress.history.append({"epoch": epoch, "train_loss": mean_loss, f"dev_{metric}": dev_scores[metric]})
-            logger.info(
-                f"epoch {epoch}/{config.epochs}  train loss {mean_loss:.4f}  dev {metric} "
-                f"{100 * dev_scores[metric]:.2f}  ({time.perf_counter() - epoch_started:.0f}s)"
-            )
-            if config.report_to:
-                accelerator.log({"train/loss": mean_loss, f"dev/{metric}": dev_scores[metric]}, step=epoch)
-            if math.isnan(dev_scores[metric]):
-                logger.warning(
-                    f"dev {metric} is undefined (NaN) after epoch {epoch}: the predictions are constant (a "
-                    "correlation needs variation); such an epoch is kept only until one scores"
-                )
-            if replaces_best(dev_scores[metric], progress.best_score):
-                progress.best_score, progress.best_epoch = _nan_to_floor(dev_scores[metric]), epoch
-                progress.best_dev = (dev_scores, dev_predicted)
-                progress.best_state = {
-                    name: tensor.detach().cpu().clone()
-                    for name, tensor in _state_dict(accelerator, model).items()
-                    if not (frozen and name.startswith("encoder."))
-                }
+            _score_dev(loop, epoch, mean_loss, eval_loaders["validation"], epoch_started)
         progress.epoch = epoch
         if config.checkpoint and epoch < config.epochs:
             checkpoint_now()
 
-    history, best_epoch, best_dev = progress.history, progress.best_epoch, progress.best_dev
-    train_seconds, eval_seconds = progress.train_seconds, progress.eval_seconds
+    history, best_epoch = progress.history, progress.best_epoch
     unwrapped = _unwrap(accelerator, model)
-    unwrapped.load_state_dict(progress.best_state, strict=False)
-    final = {"validation": best_dev[0]}  # the best epoch's dev scores: same weights, no second pass
-    predicted = {"validation": best_dev[1]}
-    eval_started = time.perf_counter()
-    if "test" in eval_loaders:
-        final["test"], predicted["test"] = evaluate(model, eval_loaders["test"], accelerator, task, "test")
-    eval_seconds += time.perf_counter() - eval_started
+    final, predicted, test_seconds = _score_best(loop, eval_loaders.get("test"))
+    train_seconds, eval_seconds = progress.train_seconds, progress.eval_seconds + test_seconds
 
     this_process_seconds = time.perf_counter() - started
     record: dict[str, object] = {
@@ -444,24 +384,142 @@ def run(config: RunConfig) -> dict[str, object]:
         record["encoder_unchanged"] = weights_digest(encoder) == encoder_digest
 
     if accelerator.is_main_process:
-        output = Path(config.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        if config.save_predictions:
-            suffix = "conll" if task.pooling is None else "jsonl"
-            for split, name in (("validation", "dev"), ("test", "test")):
-                if split in predicted:
-                    task.write_predictions(output / f"{config.run_name()}.{name}.{suffix}", split, predicted[split])
-        path = write_json_atomic(output / f"{config.run_name()}.json", record)
-        test_text = f"  test {metric} {100 * final['test'][metric]:.2f}" if "test" in final else ""
-        accelerator.print(
-            f"dev {metric} {100 * final['validation'][metric]:.2f}{test_text}  (best epoch {best_epoch})  "
-            f"record: {path}"
-        )
+        _write_outputs(loop, record, final, predicted)
     if config.checkpoint:
         remove_checkpoints(accelerator, checkpoints)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return record
+
+
+@dataclass
+class _Training:
+    """What the epochs of one run share: the prepared model, optimizer and loaders, and the
+    progress that checkpoints save."""
+
+    config: RunConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: DataLoader
+    train_sampler: object
+    task: Task
+    progress: TrainingProgress
+    checkpoint_now: Callable[[], None]
+
+
+def _train_epoch(loop: _Training, epoch: int) -> torch.Tensor:
+    """Train epoch ``epoch`` (or, after a mid-epoch checkpoint, the rest of it) and return
+    this process's summed batch loss; saves ``--checkpoint-every`` checkpoints on the way
+    and adds the time spent training (not saving) to the progress."""
+    config, accelerator, model, progress = loop.config, loop.accelerator, loop.model, loop.progress
+    segment_started = time.perf_counter()
+    model.train()
+    # the batch order of an epoch depends only on (seed, epoch): a resumed run sees
+    # the same batches as an uninterrupted one
+    loop.train_loader.set_epoch(epoch - 1)
+    loop.train_sampler.set_epoch(epoch - 1)
+    # nonzero only in the epoch that a mid-epoch checkpoint resumes
+    loss_sum = torch.tensor(progress.epoch_loss_sum, device=accelerator.device)
+    epoch_batches = RemainingBatches(accelerator, loop.train_loader, progress.batch_in_epoch)
+    batches = progress_bar(epoch_batches, f"epoch {epoch}/{config.epochs}", accelerator.is_local_main_process)
+    for batch in batches:
+        with accelerator.accumulate(model):
+            loss = row_loss(model(batch), batch["labels"], batch["word_mask"], loop.task.is_regression)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            loop.optimizer.step()
+            if accelerator.sync_gradients:
+                loop.scheduler.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()  # no .item(): the loop never waits for the device
+        progress.step += 1
+        progress.batch_in_epoch += 1
+        if config.trim_heap_every and progress.step % config.trim_heap_every == 0:
+            trim_heap()
+        if progress.step % config.check_loss_every == 0:
+            _check_finite(loss_sum, epoch, progress.step, config)
+        if (
+            config.checkpoint
+            and config.checkpoint_every
+            and progress.batch_in_epoch % config.checkpoint_every == 0
+            and progress.batch_in_epoch < len(loop.train_loader)  # the epoch's end saves its own
+        ):
+            _check_finite(loss_sum, epoch, progress.step, config)  # never save a diverged run
+            progress.train_seconds += time.perf_counter() - segment_started
+            progress.epoch_loss_sum = float(loss_sum)
+            loop.checkpoint_now()
+            segment_started = time.perf_counter()  # saving is not training
+    _check_finite(loss_sum, epoch, progress.step, config)
+    progress.train_seconds += time.perf_counter() - segment_started
+    progress.batch_in_epoch, progress.epoch_loss_sum = 0, 0.0
+    return loss_sum
+
+
+def _score_dev(loop: _Training, epoch: int, mean_loss: float, dev_loader: DataLoader, epoch_started: float) -> None:
+    """Score dev after ``epoch``, log it, and keep the weights and predictions if they are
+    the best so far (:func:`replaces_best`). A frozen encoder's weights are not kept."""
+    config, accelerator, progress, task = loop.config, loop.accelerator, loop.progress, loop.task
+    metric = task.primary_metric
+    eval_started = time.perf_counter()
+    dev_scores, dev_predicted = evaluate(loop.model, dev_loader, accelerator, task, "validation")
+    progress.eval_seconds += time.perf_counter() - eval_started
+    progress.history.append({"epoch": epoch, "train_loss": mean_loss, f"dev_{metric}": dev_scores[metric]})
+    logger.info(
+        f"epoch {epoch}/{config.epochs}  train loss {mean_loss:.4f}  dev {metric} "
+        f"{100 * dev_scores[metric]:.2f}  ({time.perf_counter() - epoch_started:.0f}s)"
+    )
+    if config.report_to:
+        accelerator.log({"train/loss": mean_loss, f"dev/{metric}": dev_scores[metric]}, step=epoch)
+    if math.isnan(dev_scores[metric]):
+        logger.warning(
+            f"dev {metric} is undefined (NaN) after epoch {epoch}: the predictions are constant (a "
+            "correlation needs variation); such an epoch is kept only until one scores"
+        )
+    if replaces_best(dev_scores[metric], progress.best_score):
+        progress.best_score, progress.best_epoch = _nan_to_floor(dev_scores[metric]), epoch
+        progress.best_dev = (dev_scores, dev_predicted)
+        frozen = config.mode == "feature"
+        progress.best_state = {
+            name: tensor.detach().cpu().clone()
+            for name, tensor in _state_dict(accelerator, loop.model).items()
+            if not (frozen and name.startswith("encoder."))
+        }
+
+
+def _score_best(loop: _Training, test_loader: DataLoader | None) -> tuple[dict, dict, float]:
+    """Put the best dev epoch's weights back and score test with them: the scores and
+    predictions per split (dev's are the best epoch's own: same weights, no second pass)
+    and the seconds the test pass took."""
+    _unwrap(loop.accelerator, loop.model).load_state_dict(loop.progress.best_state, strict=False)
+    dev_scores, dev_predicted = loop.progress.best_dev
+    final, predicted = {"validation": dev_scores}, {"validation": dev_predicted}
+    started = time.perf_counter()
+    if test_loader is not None:
+        final["test"], predicted["test"] = evaluate(loop.model, test_loader, loop.accelerator, loop.task, "test")
+    return final, predicted, time.perf_counter() - started
+
+
+def _write_outputs(loop: _Training, record: dict[str, object], final: dict, predicted: dict) -> None:
+    """The record (atomically) and, with ``--save-predictions``, the predictions per split;
+    main process only."""
+    config, task = loop.config, loop.task
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    if config.save_predictions:
+        suffix = "conll" if task.pooling is None else "jsonl"
+        for split, name in (("validation", "dev"), ("test", "test")):
+            if split in predicted:
+                task.write_predictions(output / f"{config.run_name()}.{name}.{suffix}", split, predicted[split])
+    path = write_json_atomic(output / f"{config.run_name()}.json", record)
+    metric = task.primary_metric
+    test_text = f"  test {metric} {100 * final['test'][metric]:.2f}" if "test" in final else ""
+    loop.accelerator.print(
+        f"dev {metric} {100 * final['validation'][metric]:.2f}{test_text}  (best epoch {record['best_epoch']})  "
+        f"record: {path}"
+    )
 
 
 def _this_process(commit: str, resumed_from: Path | None, config: RunConfig) -> dict[str, object]:
