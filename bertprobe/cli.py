@@ -1,6 +1,7 @@
 """Command line: ``bertprobe train`` (the default), with every RunConfig option as a flag;
-``bertprobe sweep FILE.yaml`` runs an experiment file; ``bertprobe table DIR`` and
-``bertprobe plot DIR --output FILE.png`` summarise result records."""
+``bertprobe sweep FILE.yaml`` runs an experiment file; ``bertprobe probe-layers`` probes
+every layer of a model alone; ``bertprobe table DIR`` and ``bertprobe plot DIR --output
+FILE.png`` summarise result records."""
 
 from __future__ import annotations
 
@@ -97,7 +98,11 @@ def user_errors() -> tuple[type[Exception], ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertprobe",
-        description="Fine-tune an encoder or probe its frozen layers; write a result record.",
+        description=(
+            "Fine-tune an encoder or probe its frozen layers; write a result record. Other commands: "
+            "bertprobe sweep FILE.yaml (an experiment file), bertprobe probe-layers (every layer alone), "
+            "bertprobe table DIR and bertprobe plot DIR (summaries of records); each has its own --help."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = RunConfig()
