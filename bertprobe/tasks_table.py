@@ -175,8 +175,8 @@ class TaskSection:
         the gap in the task's primary metric (:func:`bertprobe.rows.finetuning_gaps`)."""
         gaps = {}
         for column in self.columns:
-            owners = {id(cell): row for row in self.rows if (cell := row.cells.get(column)) is not None}
-            cells = [row.cells[column] for row in self.rows if column in row.cells]
+            owners = {id(row.cells[column]): row for row in self.rows if column in row.cells}  # cell -> its row
+            cells = [row.cells[column] for row in owners.values()]
             for cell, gap in finetuning_gaps(cells, primary=True):
                 gaps[id(cell)] = owners[id(gap.reference)], gap
         return gaps
