@@ -48,6 +48,11 @@ def plain(value: object) -> str:
     return "none" if value is None else str(value)
 
 
+def joined_scores(scores: Sequence[float | None]) -> str:
+    """Scores as one CSV cell, ``;``-separated in seed order, an empty entry where a seed has none."""
+    return ";".join("" if score is None else repr(score) for score in scores)
+
+
 def format_mean_std(values: Sequence[float]) -> str:
     mean, std = mean_or_none(values), sample_std(values)
     if mean is None:

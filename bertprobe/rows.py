@@ -323,6 +323,15 @@ class Row:
     def seeds(self) -> list[object]:
         return [record_config(record).get("seed") for record in self.records]
 
+    def f1_per_seed(self, split: str) -> list[float | None]:
+        """Each record's entity F1 on ``split`` in percent, in the order of :attr:`seeds`
+        (``None`` where a record has none), so that a seed's score stays beside its seed."""
+        return [record_f1(record, split) for record in self.records]
+
+    def primary_per_seed(self, split: str) -> list[float | None]:
+        """Each record's primary metric on ``split`` in percent, in the order of :attr:`seeds`."""
+        return [primary_score(record, split) for record in self.records]
+
     @property
     def comparable_to_paper(self) -> bool:
         """Same task as the paper's Table 7, all of its training set and, for every seed, the
@@ -414,9 +423,15 @@ def record_config(record: Record) -> dict[str, object]:
     return config if isinstance(config, dict) else {}
 
 
+def record_f1(record: Record, split: str) -> float | None:
+    """A record's entity F1 on ``split`` in percent, ``None`` without one."""
+    f1 = recorded(record, "metrics", split, "f1")
+    return None if f1 is None else 100.0 * float(f1)
+
+
 def _split_f1(records: Iterable[Record], split: str) -> list[float]:
     """Entity F1 in percent of each record that has one on ``split``."""
-    return [100.0 * float(f1) for record in records if (f1 := recorded(record, "metrics", split, "f1")) is not None]
+    return [f1 for record in records if (f1 := record_f1(record, split)) is not None]
 
 
 def row_settings(record: Record, system: str | None = None, ignore: Iterable[str] = ()) -> dict[str, object]:

@@ -148,6 +148,8 @@ def test_tasks_csv_has_one_line_per_system_and_task():
     rte = by_key[("finetune", "rte")]
     assert rte["metric"] == "accuracy" and rte["column"] == "RTE acc" and rte["seeds"] == "3"
     assert float(rte["dev_mean"]) == pytest.approx(64.0) and float(rte["dev_std"]) == pytest.approx(4.0)
+    per_seed = dict(zip(rte["seed_values"].split(";"), rte["dev_per_seed"].split(";"), strict=True))
+    assert {seed: float(value) for seed, value in per_seed.items()} == pytest.approx({"1": 60.0, "2": 64.0, "3": 68.0})
     assert float(rte["train_examples_per_second"]) == pytest.approx(500 * 2 / 100.0)
     mrpc = by_key[("finetune", "mrpc")]
     assert mrpc["metric"] == "f1" and float(mrpc["dev_mean"]) == pytest.approx(85.0)

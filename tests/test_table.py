@@ -269,6 +269,8 @@ def test_csv_columns_and_values():
     assert float(finetune["test_f1_mean"]) == pytest.approx(83.0)
     assert float(finetune["test_f1_std"]) == pytest.approx(3.0)
     assert finetune["seeds"] == "3" and finetune["seed_values"] == "1;2;3"
+    assert [float(value) for value in finetune["dev_f1_per_seed"].split(";")] == pytest.approx([90.0, 92.0, 94.0])
+    assert [float(value) for value in finetune["test_f1_per_seed"].split(";")] == pytest.approx([80.0, 83.0, 86.0])
     assert float(finetune["paper_dev_f1"]) == 96.4 and float(finetune["paper_test_f1"]) == 92.4
     assert float(finetune["delta_dev"]) == pytest.approx(-4.4)
     assert finetune["trainable_parameters"] == "1000"
@@ -278,6 +280,21 @@ def test_csv_columns_and_values():
     assert float(concat["paper_dev_f1"]) == 96.1 and concat["paper_test_f1"] == ""
     assert float(concat["delta_dev"]) == pytest.approx(95.0 - 96.1)
     assert concat["trainable_parameters"] == "77"
+
+
+def test_csv_per_seed_scores_stay_beside_their_seeds():
+    """A seed without a test score leaves its own place empty; the others do not shift."""
+    without_test = make_record(seed=7, dev_f1=0.5)
+    del without_test["metrics"]["test"]
+    records = [make_record(seed=3, dev_f1=0.7, test_f1=0.6), without_test, make_record(seed=5, dev_f1=0.9, test_f1=0.8)]
+    [line] = parse_csv(render_csv(records))
+    seeds = line["seed_values"].split(";")
+    dev = dict(zip(seeds, line["dev_f1_per_seed"].split(";"), strict=True))
+    test = dict(zip(seeds, line["test_f1_per_seed"].split(";"), strict=True))
+    assert {seed: float(value) for seed, value in dev.items()} == pytest.approx({"3": 70.0, "7": 50.0, "5": 90.0})
+    assert test["7"] == ""
+    assert float(test["3"]) == pytest.approx(60.0) and float(test["5"]) == pytest.approx(80.0)
+    assert float(line["test_f1_mean"]) == pytest.approx(70.0)  # the mean is over the two seeds that have one
 
 
 def test_learned_layer_weights_are_averaged_over_seeds():
