@@ -50,8 +50,9 @@ from bertprobe.tasks_table import TASK_NAMES
 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     """Bars of our mean dev F1 per system (error bars: sample std over seeds, none for one
-    seed) with the paper's dev F1 as a black tick and our fine-tuning's as a dashed line
-    (:func:`finetuning_level`); one panel per model + data section.
+    seed; a dot per seed, :func:`seed_points`) with the paper's dev F1 as a black tick and
+    our fine-tuning's as a dashed line (:func:`finetuning_level`); one panel per model +
+    data section.
     The PNG is written atomically; returns its path."""
     sections = group_rows(records)
     if not sections:
@@ -80,12 +81,24 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
                 label="paper (BERT-base)",
             )
             paper_labelled = True
+        seeds = seed_points(rows)
+        if seeds:
+            axis.scatter(
+                [x for x, _ in seeds],
+                [value for _, value in seeds],
+                s=9,
+                color="navy",
+                edgecolors="white",
+                linewidths=0.4,
+                zorder=4,
+                label="ours: each seed",
+            )
         level = finetuning_level(rows)
         if level is not None:  # the bar to beat, across the panel
             axis.axhline(level, color="tab:red", linestyle="--", linewidth=1.2, zorder=2, label="ours: fine-tuning")
         ours = [(m, s or 0.0) for m, s in zip(means, stds, strict=True) if m is not None]
-        lows = [m - s for m, s in ours] + [v for _, v in paper]
-        highs = [m + s for m, s in ours] + [v for _, v in paper]
+        lows = [m - s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
+        highs = [m + s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
         if lows:  # zoom in on the differences, which are a few points at most
             axis.set_ylim(max(0.0, min(lows) - 5.0), max(highs) + 2.0)
         bottom = axis.get_ylim()[0]
@@ -123,6 +136,20 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     )
     figure.suptitle(fit_to_width(title, width, fontsize=10), fontsize=10)
     return save_atomic(figure, path)
+
+
+def seed_points(rows: Sequence[Row], spread: float = 0.24) -> list[tuple[float, float]]:
+    """Each seed's dev F1 as a point ``(x, F1)`` over its row's bar (bar ``i`` stands at
+    ``x = i``), spaced evenly across ``spread`` of the bar's width in record order so that
+    close seeds stay apart. A row of one seed has none: its bar is that seed."""
+    points: list[tuple[float, float]] = []
+    for x, row in enumerate(rows):
+        values = row.dev_f1
+        if len(values) < 2:
+            continue
+        step = spread / (len(values) - 1)
+        points += [(x - spread / 2 + index * step, value) for index, value in enumerate(values)]
+    return points
 
 
 def finetuning_level(rows: Sequence[Row]) -> float | None:

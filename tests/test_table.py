@@ -14,7 +14,7 @@ import pytest
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
 from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError, difference_of_means, format_difference
-from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic
+from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic, seed_points
 from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
@@ -559,6 +559,21 @@ def test_the_figure_draws_fine_tuning_as_a_line_only_when_it_is_one_row():
         concat,
     ]
     assert finetuning_level(rows_of(curve)) is None  # a reference per training-set size
+
+
+def test_the_figure_puts_each_seed_over_its_own_bar():
+    concat = [make_record(mode="feature", layers="last4concat", seed=seed, dev_f1=0.95) for seed in (1, 2)]
+    single = make_record(mode="feature", layers="last", dev_f1=0.5)
+    [rows] = group_rows([*three_seed_finetune(), single, *concat]).values()
+    assert [row.system for row in rows] == ["finetune", "last", "last4concat"]
+
+    # fine-tuning at bar 0 (90, 92, 94 spread over 0.24 of its width); one seed of `last`: no dot
+    def flat(points: list[tuple[float, float]]) -> list[float]:
+        return [number for point in points for number in point]
+
+    expected = [(-0.12, 90.0), (0.0, 92.0), (0.12, 94.0), (1.88, 95.0), (2.12, 95.0)]
+    assert flat(seed_points(rows)) == pytest.approx(flat(expected))
+    assert flat(seed_points(rows, spread=0.5)[:3]) == pytest.approx(flat([(-0.25, 90.0), (0.0, 92.0), (0.25, 94.0)]))
 
 
 def test_repeated_seeds_differing_parameter_counts_and_capped_training_sets_are_shown():
