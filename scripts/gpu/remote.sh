@@ -5,8 +5,10 @@
 # start a fresh one (then with both .gpu/call1 and .gpu/call2 carried over two calls first).
 #
 #   install   carry .gpu/call1   wheels into .gpu/site, the first part of the model
-#   table7    carry .gpu/call2   the fine-tuning row (5 seeds, bf16) and the missing feature
-#                                seeds of experiments/table7.yaml, in parallel, until the budget
+#   table7    carry .gpu/call2   the fine-tuning and feature seeds of experiments/table7.yaml
+#                                that have no record yet (fp32, so they join the CPU rows;
+#                                FT_ARGS="--mixed-precision bf16" for a faster row of its own),
+#                                in parallel, until the budget
 #   ablation  (nothing carried)  benchmarks/feature_ablation.py on all of CoNLL-2003 with the
 #                                paper's head and document context, alone on the machine
 #
@@ -91,7 +93,7 @@ case "$step" in
         # Sweeps skip records that exist, so rows done on the CPU are not run again.
         for seed in ${FT_SEEDS:-1 2 3 4 5}; do
             sweep "sweep_seed${seed}_finetune_${tag}.log" --seeds "$seed" --where mode=finetune \
-                ${FT_ARGS:---mixed-precision bf16} &
+                ${FT_ARGS:-} &
         done
         sweep "sweep_feature_${tag}.log" --seeds ${FEATURE_SEEDS:-3 4 5} --where mode=feature &
         wait
