@@ -1,10 +1,12 @@
 """The committed results are what their records say: every rendered table under
 ``results/`` equals ``bertprobe table`` run on its records now, and every results table in
 the README appears, line for line, in one of those renderings. A number typed in by hand,
-or a table left behind when a record landed, fails here."""
+or a table left behind when a record landed, fails here; so does a file the README or the
+notes beside the records name that is not there."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,31 @@ def test_readme_results_tables_come_from_the_records():
 def test_markdown_tables_splits_runs_of_table_lines():
     text = "intro\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n"
     assert markdown_tables(text) == [["| a | b |", "|---|---|", "| 1 | 2 |"], ["| c |"]]
+
+
+# Files the README and the notes point a reader to: links, repository paths and file names in
+# backticks. `results/runs` is where a run writes by default and is made at run time.
+REPOSITORY_PATH = re.compile(r"(?<![\w/.])((?:results|benchmarks|scripts|experiments|tests|bertprobe)/[\w./-]*\w)")
+LINK = re.compile(r"\]\(([^)#\s]+)\)")
+FILE_NAME = re.compile(r"`([\w.-]+\.(?:log|json|md|png|py|yaml|sh))`")
+MADE_AT_RUN_TIME = {"results/runs"}
+
+
+def named_paths(text: str) -> set[str]:
+    links = {link for link in LINK.findall(text) if "://" not in link}
+    return {path.rstrip("/") for path in (links | set(REPOSITORY_PATH.findall(text)))} - MADE_AT_RUN_TIME
+
+
+@pytest.mark.parametrize("document", ["README.md", *(f"results/{note}" for note in sorted(NOTES))])
+def test_files_a_document_names_exist(document: str):
+    text = (ROOT / document).read_text(encoding="utf-8")
+    assert not [path for path in sorted(named_paths(text)) if not (ROOT / path).exists()]
+    folders = ("results", "benchmarks", "scripts", "experiments", "tests", "bertprobe")
+    names_here = {path.name for folder in folders for path in (ROOT / folder).rglob("*")}
+    names_here |= {path.name for path in ROOT.iterdir()}
+    assert not [name for name in sorted(set(FILE_NAME.findall(text))) if name not in names_here]
+
+
+def test_named_paths_finds_links_paths_and_skips_urls():
+    text = "see [x](results/a.md), `benchmarks/b.py`, results/c/ and [y](https://h/z) and results/runs/"
+    assert named_paths(text) == {"results/a.md", "benchmarks/b.py", "results/c"}
