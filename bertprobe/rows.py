@@ -287,11 +287,11 @@ class Row:
 
     @property
     def dev_f1(self) -> list[float]:
-        return _split_f1(self.records, "dev")
+        return self.f1_scores("dev")
 
     @property
     def test_f1(self) -> list[float]:
-        return _split_f1(self.records, "test")
+        return self.f1_scores("test")
 
     @property
     def dev_f1_mean(self) -> float | None:
@@ -309,7 +309,11 @@ class Row:
 
     def primary_scores(self, split: str) -> list[float]:
         """Each seed's primary metric on ``split`` in percent, skipping seeds without one."""
-        return [score for record in self.records if (score := primary_score(record, split)) is not None]
+        return [score for score in self.primary_per_seed(split) if score is not None]
+
+    def f1_scores(self, split: str) -> list[float]:
+        """Each seed's entity F1 on ``split`` in percent, skipping seeds without one."""
+        return [score for score in self.f1_per_seed(split) if score is not None]
 
     @property
     def dev_primary_mean(self) -> float | None:
@@ -429,11 +433,6 @@ def record_f1(record: Record, split: str) -> float | None:
     return None if f1 is None else 100.0 * float(f1)
 
 
-def _split_f1(records: Iterable[Record], split: str) -> list[float]:
-    """Entity F1 in percent of each record that has one on ``split``."""
-    return [f1 for record in records if (f1 := record_f1(record, split)) is not None]
-
-
 def row_settings(record: Record, system: str | None = None, ignore: Iterable[str] = ()) -> dict[str, object]:
     """The configuration values that make a row: all but :data:`IGNORED_CONFIG_KEYS` and
     ``ignore``, with options added since old records filled in, unset (``None``) options
@@ -514,7 +513,7 @@ def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Ro
     """
 
     def scores(row: Row, split: str) -> list[float]:
-        return row.primary_scores(split) if primary else _split_f1(row.records, split)
+        return row.primary_scores(split) if primary else row.f1_scores(split)
 
     best: dict[tuple[float, float], tuple[float, Row]] = {}  # train size -> (mean dev score, row)
     for row in rows:
