@@ -13,6 +13,8 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 
+from scipy.stats import t as student_t
+
 
 class NoRecordsError(ValueError):
     """Nothing to tabulate or plot: a folder without any result record (or none of the kind)."""
@@ -42,6 +44,32 @@ def difference_of_means(values: Sequence[float], reference: Sequence[float]) -> 
     if std is None or reference_std is None:
         return mean - reference_mean, None
     return mean - reference_mean, math.sqrt(std**2 / len(values) + reference_std**2 / len(reference))
+
+
+def welch_p_value(values: Sequence[float], reference: Sequence[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test that ``values`` and ``reference`` share a mean.
+
+    ``t`` is the difference of means over its standard error (:func:`difference_of_means`),
+    with the Welch–Satterthwaite degrees of freedom
+    ``(a + b)**2 / (a**2 / (n_a - 1) + b**2 / (n_b - 1))``, ``a = s_a**2 / n_a``,
+    ``b = s_b**2 / n_b``: with few seeds on a side they are few, and a difference of two
+    standard errors is far from significant (two fine-tuning seeds against five give about
+    two degrees of freedom, where ``|t|`` must pass 4.3 for ``p < 0.05``). Undefined
+    (``None``) below two values on either side, or when neither side varies.
+    """
+    difference, error = difference_of_means(values, reference)
+    if difference is None or not error:  # one value on a side, or neither side varies
+        return None
+    a, b = statistics.variance(values) / len(values), statistics.variance(reference) / len(reference)
+    degrees_of_freedom = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(reference) - 1))
+    return float(2 * student_t.sf(abs(difference / error), degrees_of_freedom))
+
+
+def format_p_value(p: float | None) -> str:
+    """A p-value to three decimals, ``<0.001`` below that, ``n/a`` when undefined."""
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def plain(value: object) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.formatting import difference_of_means, mean_or_none, plain, sample_std
+from bertprobe.formatting import difference_of_means, mean_or_none, plain, sample_std, welch_p_value
 
 FINETUNE = "finetune"
 LORA = "lora"
@@ -492,8 +492,9 @@ def _natural_key(text: str) -> list[str | float]:
 @dataclass(frozen=True)
 class FinetuningGap:
     """A row's F1 minus its fine-tuning reference's, in F1 points: the mean difference over
-    seeds with its standard error (see :func:`bertprobe.formatting.difference_of_means`),
-    and the paper's difference where both rows have a paper value."""
+    seeds with its standard error (see :func:`bertprobe.formatting.difference_of_means`)
+    and Welch's two-sided p-value (:func:`bertprobe.formatting.welch_p_value`), and the
+    paper's difference where both rows have a paper value."""
 
     reference: Row
     dev: float | None
@@ -501,6 +502,8 @@ class FinetuningGap:
     test: float | None
     test_error: float | None
     paper_dev: float | None
+    dev_p: float | None
+    test_p: float | None
 
 
 def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Row, FinetuningGap]]:
@@ -531,7 +534,9 @@ def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Ro
         paper = None
         if row.paper_dev_f1 is not None and reference.paper_dev_f1 is not None:
             paper = round(row.paper_dev_f1 - reference.paper_dev_f1, 1)  # the paper's values have one decimal
-        gaps.append((row, FinetuningGap(reference, dev, dev_error, test, test_error, paper)))
+        dev_p = welch_p_value(scores(row, "dev"), scores(reference, "dev"))
+        test_p = welch_p_value(scores(row, "test"), scores(reference, "test"))
+        gaps.append((row, FinetuningGap(reference, dev, dev_error, test, test_error, paper, dev_p, test_p)))
     return gaps
 
 

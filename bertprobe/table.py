@@ -25,6 +25,7 @@ from bertprobe.formatting import (
     format_difference,
     format_mean_std,
     format_optional,
+    format_p_value,
     format_parameters,
     format_train_time,
     joined_scores,
@@ -72,8 +73,10 @@ CSV_COLUMNS = (
     "finetuning_reference",
     "delta_dev_vs_finetuning",
     "delta_dev_vs_finetuning_se",
+    "delta_dev_vs_finetuning_p",
     "delta_test_vs_finetuning",
     "delta_test_vs_finetuning_se",
+    "delta_test_vs_finetuning_p",
     "paper_delta_dev_vs_finetuning",
 )
 
@@ -121,7 +124,9 @@ def _main_lines(rows: Sequence[Row]) -> list[list[str]]:
 GAP_NOTE = (
     "Against fine-tuning: each row's F1 minus that of the fine-tuning row trained on as much data "
     "(the best on dev where there are several), mean difference ± its standard error "
-    "√(s²/n + s²_ft/n_ft) over independent seeds; `n/a` where either row has one seed."
+    "√(s²/n + s²_ft/n_ft) over independent seeds; p: two-sided Welch's t-test of the difference "
+    "(Welch–Satterthwaite degrees of freedom, few when a row has few seeds; not corrected for the several "
+    "rows compared); `n/a` where either row has one seed."
 )
 
 
@@ -135,7 +140,9 @@ def _gap_lines(rows: Sequence[Row]) -> list[str]:
         "System",
         *(["Against"] if several else []),
         "Δ dev F1 vs fine-tuning",
+        "p (dev)",
         "Δ test F1 vs fine-tuning",
+        "p (test)",
         "Paper Δ dev",
     ]
     lines = [
@@ -143,7 +150,9 @@ def _gap_lines(rows: Sequence[Row]) -> list[str]:
             row.label,
             *([gap.reference.label] if several else []),
             format_difference(gap.dev, gap.dev_error),
+            format_p_value(gap.dev_p),
             format_difference(gap.test, gap.test_error),
+            format_p_value(gap.test_p),
             format_optional(gap.paper_dev, "+.1f"),
         ]
         for row, gap in gaps
@@ -252,8 +261,10 @@ def _gap_values(gap: FinetuningGap | None) -> dict[str, object]:
         "finetuning_reference": gap.reference.label,
         "delta_dev_vs_finetuning": gap.dev,
         "delta_dev_vs_finetuning_se": gap.dev_error,
+        "delta_dev_vs_finetuning_p": gap.dev_p,
         "delta_test_vs_finetuning": gap.test,
         "delta_test_vs_finetuning_se": gap.test_error,
+        "delta_test_vs_finetuning_p": gap.test_p,
         "paper_delta_dev_vs_finetuning": gap.paper_dev,
     }
 

@@ -23,6 +23,7 @@ from bertprobe.formatting import (
     format_difference,
     format_mean_std,
     format_optional,
+    format_p_value,
     format_parameters,
     format_train_time,
     joined_scores,
@@ -107,6 +108,7 @@ TASKS_CSV_COLUMNS = (
     "finetuning_reference",
     "dev_delta_vs_finetuning",
     "dev_delta_vs_finetuning_se",
+    "dev_delta_vs_finetuning_p",
     "train_examples_per_second",
     "peak_memory_bytes",
     "peak_memory_kind",
@@ -269,8 +271,15 @@ def _cross_task_notes(section: TaskSection) -> list[str]:
 TASKS_GAP_NOTE = (
     "Against fine-tuning: each cell's primary dev score minus fine-tuning's on the same task with as much "
     "data (the best on dev where there are several), mean difference ± its standard error √(s²/n + s²_ft/n_ft) "
-    "over independent seeds; `n/a` where either has one seed; `—`: no fine-tuning to compare with."
+    "over independent seeds, and in brackets the two-sided p of Welch's t-test (not corrected for the several "
+    "cells compared); `n/a` where either has one seed; `—`: no fine-tuning to compare with."
 )
+
+
+def _gap_text(gap: FinetuningGap) -> str:
+    """``+1.23 ± 0.40 (p 0.031)``; the p is left out where it is undefined."""
+    text = format_difference(gap.dev, gap.dev_error)
+    return text if gap.dev_p is None else f"{text} (p {format_p_value(gap.dev_p)})"
 
 
 def _gap_lines(section: TaskSection) -> list[str]:
@@ -281,7 +290,7 @@ def _gap_lines(section: TaskSection) -> list[str]:
         for column in section.columns:
             cell = row.cells.get(column)
             entry = None if cell is None else gaps.get(id(cell))
-            texts.append("—" if entry is None else format_difference(entry[1].dev, entry[1].dev_error))
+            texts.append("—" if entry is None else _gap_text(entry[1]))
         if any(text != "—" for text in texts):  # fine-tuning itself, and rows with nothing to compare, stay out
             body.append([row.label, *texts])
     if not body:
@@ -374,6 +383,7 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                         "finetuning_reference": None if reference is None else reference.label,
                         "dev_delta_vs_finetuning": None if gap is None else gap.dev,
                         "dev_delta_vs_finetuning_se": None if gap is None else gap.dev_error,
+                        "dev_delta_vs_finetuning_p": None if gap is None else gap.dev_p,
                         "train_examples_per_second": mean_or_none(cell.examples_per_second),
                         "peak_memory_bytes": None if peak is None else peak[1],
                         "peak_memory_kind": None if peak is None else peak[0],

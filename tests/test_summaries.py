@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+from scipy.stats import ttest_ind
 
 from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
 from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
@@ -437,7 +438,9 @@ def test_tasks_layout_sets_each_system_against_fine_tuning_on_each_task():
     assert table[0] == "| System | SST-2 acc | MRPC F1 | RTE acc | CoNLL-2003 F1 |"
     rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split(" | ")] for line in table[2:])}
     # RTE accuracy: partial 58, 62 (s 2.83) against fine-tuning 60, 64, 68 (s 4): -4 ± sqrt(8/2 + 16/3)
-    assert rows["Partial (freeze 4 lowest)"] == ["—", "—", f"-4.00 ± {math.sqrt(4 + 16 / 3):.2f}", "—"]
+    # and Welch's p (computed here by scipy's own test); no p where a side has one seed
+    p = ttest_ind([58, 62], [60, 64, 68], equal_var=False).pvalue
+    assert rows["Partial (freeze 4 lowest)"] == ["—", "—", f"-4.00 ± {math.sqrt(4 + 16 / 3):.2f} (p {p:.3f})", "—"]
     assert rows["LoRA (r=8)"] == ["—", "—", "-9.00 ± n/a", "—"]
     # MRPC is scored by F1 (75 against 80 and 90), never by accuracy (50 against 10)
     assert rows["Last hidden"] == ["—", "-10.00 ± n/a", "—", "—"]
@@ -447,5 +450,7 @@ def test_tasks_layout_sets_each_system_against_fine_tuning_on_each_task():
     assert partial["finetuning_reference"] == "Fine-tuning"
     assert float(partial["dev_delta_vs_finetuning"]) == pytest.approx(-4.0)
     assert float(partial["dev_delta_vs_finetuning_se"]) == pytest.approx(math.sqrt(4 + 16 / 3))
+    assert float(partial["dev_delta_vs_finetuning_p"]) == pytest.approx(p)
+    assert by_key[("lora", "rte")]["dev_delta_vs_finetuning_p"] == ""  # one LoRA seed
     assert by_key[("finetune", "rte")]["dev_delta_vs_finetuning"] == ""
     assert TASKS_GAP_NOTE not in render_tasks_markdown([record("rte", mode="feature"), record("sst2", mode="lora")])

@@ -11,9 +11,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from scipy.stats import ttest_ind
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError, difference_of_means, format_difference
+from bertprobe.formatting import (
+    RESUMED_MARK,
+    RESUMED_NOTE,
+    NoRecordsError,
+    difference_of_means,
+    format_difference,
+    format_p_value,
+    welch_p_value,
+)
 from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic, seed_points
 from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows, load_records, recorded
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
@@ -476,6 +485,26 @@ def test_difference_of_means_and_its_standard_error():
     assert format_difference(None, None) == "—"
 
 
+def test_welch_p_value_matches_the_t_distribution_in_closed_form():
+    # n = 2 against 2, equal variances: 2 degrees of freedom, where P(|T| > t) = 1 - t / sqrt(2 + t²).
+    # 1, 3 against 0, 2: difference 1, error sqrt(2/2 + 2/2), t = 1/sqrt(2)
+    t = 1 / math.sqrt(2)
+    assert welch_p_value([1.0, 3.0], [0.0, 2.0]) == pytest.approx(1 - t / math.sqrt(2 + t**2))
+    # a reference that does not vary leaves the other side's n - 1 = 1 degree of freedom, the Cauchy
+    # distribution: P(|T| > t) = 1 - 2 atan(t) / pi; 1, 3 against 0, 0, 0: t = 2 / 1
+    assert welch_p_value([1.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx(1 - 2 * math.atan(2) / math.pi)
+    # Welch's degrees of freedom, not the pooled n_a + n_b - 2 = 3 (pooled: 0.058; Welch: 0.221)
+    assert welch_p_value([1.0, 2.0, 3.0], [5.0, 9.0]) == pytest.approx(
+        ttest_ind([1.0, 2.0, 3.0], [5.0, 9.0], equal_var=False).pvalue
+    )
+    assert welch_p_value([2.0, 1.0], [3.0, 1.0]) == welch_p_value([1.0, 2.0], [1.0, 3.0])  # symmetric in sign
+    assert welch_p_value([90.0, 92.0], [88.0]) is None  # one seed
+    assert welch_p_value([1.0, 1.0], [2.0, 2.0]) is None  # neither varies: t is undefined
+    assert format_p_value(0.0123) == "0.012"
+    assert format_p_value(0.0004) == "<0.001"
+    assert format_p_value(None) == "n/a"
+
+
 def test_rows_are_set_against_fine_tuning_with_the_papers_gap_beside():
     records = [
         *three_seed_finetune(),  # dev 90, 92, 94; test 80, 83, 86
@@ -492,17 +521,23 @@ def test_rows_are_set_against_fine_tuning_with_the_papers_gap_beside():
     assert by_label["Concat last four hidden"] == [
         "Concat last four hidden",
         f"+2.00 ± {math.sqrt(1 + 4 / 3):.2f}",
+        f"{ttest_ind([93, 95], [90, 92, 94], equal_var=False).pvalue:.3f}",  # Welch's test, computed by scipy
         f"+1.00 ± {math.sqrt(3):.2f}",
+        "0.622",  # test: t = 1/sqrt(3) on 2 degrees of freedom (84, 84 do not vary): p = 1 - t/sqrt(2 + t²)
         "-0.3",  # 96.1 - 96.4 in the paper
     ]
-    assert by_label["Embeddings"] == ["Embeddings", "-12.00 ± n/a", "-13.00 ± n/a", "-5.4"]
-    assert by_label["Last hidden"][1:] == ["-22.00 ± n/a", "-23.00 ± n/a", "—"]
+    assert by_label["Embeddings"] == ["Embeddings", "-12.00 ± n/a", "n/a", "-13.00 ± n/a", "n/a", "-5.4"]
+    assert by_label["Last hidden"][1:] == ["-22.00 ± n/a", "n/a", "-23.00 ± n/a", "n/a", "—"]
     concat = next(row for row in parse_csv(render_csv(records)) if row["strategy"] == "last4concat")
     assert concat["finetuning_reference"] == "Fine-tuning"
     assert float(concat["delta_dev_vs_finetuning"]) == pytest.approx(2.0)
     assert float(concat["delta_dev_vs_finetuning_se"]) == pytest.approx(math.sqrt(1 + 4 / 3))
     assert float(concat["delta_test_vs_finetuning"]) == pytest.approx(1.0)
     assert float(concat["delta_test_vs_finetuning_se"]) == pytest.approx(math.sqrt(3))
+    t = 1 / math.sqrt(3)
+    assert float(concat["delta_test_vs_finetuning_p"]) == pytest.approx(1 - t / math.sqrt(2 + t**2))
+    dev_p = ttest_ind([93, 95], [90, 92, 94], equal_var=False).pvalue
+    assert float(concat["delta_dev_vs_finetuning_p"]) == pytest.approx(dev_p)
     assert float(concat["paper_delta_dev_vs_finetuning"]) == pytest.approx(-0.3)
     finetune = next(row for row in parse_csv(render_csv(records)) if row["strategy"] == "finetune")
     assert finetune["finetuning_reference"] == "" and finetune["delta_dev_vs_finetuning"] == ""
