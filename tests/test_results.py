@@ -1,8 +1,9 @@
 """The committed results are what their records say: every rendered table under
 ``results/`` equals ``bertprobe table`` run on its records now, and every results table in
-the README appears, line for line, in one of those renderings. A number typed in by hand,
-or a table left behind when a record landed, fails here; so does a file the README or the
-notes beside the records name that is not there."""
+the README appears, line for line, in one of those renderings, and so does every mean ± std
+and p value its prose quotes. A number typed in by hand, or a table or paragraph left behind
+when a record landed, fails here; so does a file the README or the notes beside the records
+name that is not there."""
 
 from __future__ import annotations
 
@@ -88,6 +89,60 @@ def test_readme_results_tables_come_from_the_records():
 def test_markdown_tables_splits_runs_of_table_lines():
     text = "intro\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n"
     assert markdown_tables(text) == [["| a | b |", "|---|---|", "| 1 | 2 |"], ["| c |"]]
+
+
+# Numbers the prose quotes from the tables: "mean ± std" (or "difference ± its error") pairs and
+# Welch's p values, each to the prose's own rounding. When a record lands and the tables move, a
+# paragraph left behind fails here.
+PLUS_MINUS = re.compile(r"([+-]?\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")
+PROSE_P = re.compile(r"\bp (?:is )?(<0\.001|\d\.\d+)(?: (?:on \w+ )?and (<0\.001|\d\.\d+))?")
+TABLE_P = re.compile(r"(?:\| |\(p )(<0\.001|\d\.\d{3})(?= \||\))")
+
+
+def prose(text: str) -> str:
+    """``text`` without its fenced code blocks and table lines."""
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("|"))
+
+
+def rounds_to(quoted: str, value: float) -> bool:
+    """Whether ``value`` shows as ``quoted`` at ``quoted``'s number of decimals."""
+    decimals = len(quoted.partition(".")[2])
+    return abs(float(quoted) - value) <= 0.5 * 10**-decimals + 1e-9
+
+
+def unmatched_quotes(text: str, rendered: str) -> list[str]:
+    """The ± pairs and p values of ``text``'s prose that no table of ``rendered`` holds."""
+    pairs = [(float(mean), float(error)) for mean, error in PLUS_MINUS.findall(rendered)]
+    p_values = TABLE_P.findall(rendered)
+    missing = []
+    for match in PLUS_MINUS.finditer(prose(text)):
+        mean, error = match.groups()
+        if not any(rounds_to(mean, m) and rounds_to(error, e) for m, e in pairs):
+            missing.append(match.group(0))
+    for match in PROSE_P.finditer(prose(text)):
+        for quoted in filter(None, match.groups()):
+            if quoted not in p_values and not any(
+                rounds_to(quoted, float(p)) for p in p_values if not p.startswith("<")
+            ):
+                missing.append(f"p {quoted}")
+    return missing
+
+
+def test_readme_prose_quotes_the_tables_as_they_are_now():
+    rendered = "\n".join(render(folder, layout) for folder, layout in RENDERED.values())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(PLUS_MINUS.findall(prose(readme))) >= 10 and len(PROSE_P.findall(prose(readme))) >= 5
+    assert unmatched_quotes(readme, rendered) == []
+
+
+def test_unmatched_quotes_reads_prose_to_its_own_rounding():
+    rendered = "| A | 89.17 ± 0.32 | 0.101 |\n| B | -4.00 ± 3.06 (p <0.001) |\n"
+    text = "A reached 89.2 ± 0.3 (p 0.10), B -4.00 ± 3.06 with p <0.001.\n| A | 1.00 ± 9.99 |\n"
+    assert unmatched_quotes(text, rendered) == []  # rounded quotes match; table lines are not prose
+    stale = "A reached 89.17 ± 0.47, p 0.102; p is 0.101 on dev and 0.229 on test; 89.1 ± 0.3"
+    assert unmatched_quotes(stale, rendered) == ["89.17 ± 0.47", "89.1 ± 0.3", "p 0.102", "p 0.229"]
+    assert unmatched_quotes("```\n1.0 ± 2.0, p 0.5\n```\n", rendered) == []  # code is not prose
 
 
 # Files the README and the notes point a reader to: links, repository paths and file names in
