@@ -7,54 +7,43 @@ name that is not there."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-
-from bertprobe.rows import load_records
-from bertprobe.table import LAYOUTS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 
-# rendered file -> (records folder, `bertprobe table --layout`): the README's command for each
-RENDERED: dict[str, tuple[str, str]] = {
-    "table7_minilm.md": ("table7_minilm", "table7"),
-    "layers_minilm.md": ("layers_minilm_probe", "table7"),
-    "learning_curve_minilm.md": ("learning_curve_minilm", "table7"),
-    "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
-    "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
-}
+
+def load_script(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# the registry of rendered files and figures, and the renderer, that re-render them after a record lands
+render_results = load_script(ROOT / "scripts" / "render_results.py")
+RENDERED: dict[str, tuple[str, str]] = render_results.RENDERED
+FIGURES: dict[str, tuple[tuple[str, ...], str]] = render_results.FIGURES
+render = render_results.render
+markdown_tables = render_results.markdown_tables
+sync_copies = render_results.sync_copies
+rerender = render_results.rerender
 
 # prose beside the records (how the runs were made); it may hold no results table
 NOTES: set[str] = {"table7_minilm/RUNS.md"}
 
 
-def render(folder: str, layout: str) -> str:
-    """What ``bertprobe table results/FOLDER --layout LAYOUT`` prints as Markdown."""
-    render_markdown, _ = LAYOUTS[layout]
-    return render_markdown(load_records(RESULTS / folder))
-
-
-def markdown_tables(text: str) -> list[list[str]]:
-    """The runs of consecutive lines that start with ``|``, each one table."""
-    tables: list[list[str]] = []
-    current: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
-    if current:
-        tables.append(current)
-    return tables
-
-
 def test_every_rendered_file_is_named_here():
     rendered = [path.relative_to(RESULTS).as_posix() for path in RESULTS.rglob("*.md")]
     assert sorted(rendered) == sorted([*RENDERED, *NOTES])  # a table left out here would go unchecked
+    figures = [path.relative_to(RESULTS).as_posix() for path in RESULTS.rglob("*.png")]
+    assert sorted(figures) == sorted(FIGURES)  # a figure left out would not be re-drawn
 
 
 @pytest.mark.parametrize("name", sorted(NOTES))
@@ -89,6 +78,41 @@ def test_readme_results_tables_come_from_the_records():
 def test_markdown_tables_splits_runs_of_table_lines():
     text = "intro\n| a | b |\n|---|---|\n| 1 | 2 |\n\nprose\n| c |\n"
     assert markdown_tables(text) == [["| a | b |", "|---|---|", "| 1 | 2 |"], ["| c |"]]
+
+
+def test_sync_copies_replaces_whole_tables_and_note_lines_only():
+    old = "Note: two seeds.\n\n| S | F1 |\n|---|---|\n| A | 1.0 |\n\n| S | w |\n|---|---|\n| A | 0.5 |\n"
+    new = "Note: three seeds.\n\n| S | F1 |\n|---|---|\n| A | 2.0 |\n\n| S | w |\n|---|---|\n| A | 0.5 |\n"
+    other = "| X | Y |\n|---|---|\n| A | 1.0 |\n"  # shares lines with the old table, is no copy of it
+    document = f"# R\n\nNote: two seeds.\n\n| S | F1 |\n|---|---|\n| A | 1.0 |\n\nprose\n\n{other}"
+    synced, replaced = sync_copies(document, old, new)
+    assert synced == f"# R\n\nNote: three seeds.\n\n| S | F1 |\n|---|---|\n| A | 2.0 |\n\nprose\n\n{other}"
+    assert replaced == 2  # the table and the note
+    with pytest.raises(ValueError, match="from 2 to 1 tables"):
+        sync_copies(document, old, "Note: three seeds.\n\n| S | F1 |\n|---|---|\n| A | 2.0 |\n")
+    with pytest.raises(ValueError, match="lines of notes"):
+        sync_copies(document, old, new + "\n†: resumed.\n")
+
+
+def test_rerender_updates_a_stale_table_and_its_readme_copy(tmp_path: Path):
+    from test_table import make_record, write_records
+
+    results, readme = tmp_path / "results", tmp_path / "README.md"
+    write_records(results / "runs", [make_record(seed=1, dev_f1=0.90), make_record(seed=2, dev_f1=0.92)])
+    stale = render("runs", "table7", results)
+    write_records(results / "runs" / "late", [make_record(seed=3, dev_f1=0.94)])  # a record lands
+    (results / "table.md").write_text(stale, encoding="utf-8")
+    readme.write_text("# R\n\n" + "\n".join(markdown_tables(stale)[0]) + "\n\nprose\n", encoding="utf-8")
+    assert rerender(results, readme, {"table.md": ("runs", "table7")}) == 0
+    fresh = render("runs", "table7", results)
+    assert fresh != stale and (results / "table.md").read_text(encoding="utf-8") == fresh
+    assert readme.read_text(encoding="utf-8") == "# R\n\n" + "\n".join(markdown_tables(fresh)[0]) + "\n\nprose\n"
+    assert "| Fine-tuning | 92.00 ± 2.00 | " in readme.read_text(encoding="utf-8")
+    # a change of shape (a second model's section) writes nothing
+    write_records(results / "runs" / "other", [make_record(model="other/model")])
+    before = readme.read_text(encoding="utf-8")
+    assert rerender(results, readme, {"table.md": ("runs", "table7")}) == 1
+    assert (results / "table.md").read_text(encoding="utf-8") == fresh and readme.read_text(encoding="utf-8") == before
 
 
 # Numbers the prose quotes from the tables: "mean ± std" (or "difference ± its error") pairs and

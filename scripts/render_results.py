@@ -1,0 +1,148 @@
+"""Re-render every committed results table (and, on request, figure) from its records, and
+keep the README's copies of the tables in step.
+
+    python scripts/render_results.py              # the tables under results/, then the README
+    python scripts/render_results.py --figures    # and the PNGs
+
+Run it after a record lands. Each table in :data:`RENDERED` is rendered again as
+``bertprobe table`` would; where one changed, every README table that copied one of its old
+tables is replaced by the table at the same place in the new rendering, and every README
+line that copied a changed note line by the new line. Paragraphs that quote numbers are
+not rewritten: ``tests/test_results.py`` names each ± pair or p value that no longer rounds
+from a table, for a person to edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+
+#: rendered file under results/ -> (records folder under results/, ``bertprobe table --layout``)
+RENDERED: dict[str, tuple[str, str]] = {
+    "table7_minilm.md": ("table7_minilm", "table7"),
+    "layers_minilm.md": ("layers_minilm_probe", "table7"),
+    "learning_curve_minilm.md": ("learning_curve_minilm", "table7"),
+    "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
+    "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
+}
+
+#: figure under results/ -> (records folders under results/, ``bertprobe plot --kind``)
+FIGURES: dict[str, tuple[tuple[str, ...], str]] = {
+    "table7_minilm.png": (("table7_minilm",), "table7"),
+    "layers_minilm.png": (("layers_minilm_probe", "conll2003_minilm"), "layers"),
+    "learning_curve_minilm.png": (("learning_curve_minilm",), "curve"),
+    "cost_minilm.png": (("learning_curve_minilm",), "cost"),
+    "tune_or_not_minilm_cost.png": (("tune_or_not_minilm",), "cost"),
+}
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """The runs of consecutive lines that start with ``|``, each one table."""
+    tables: list[list[str]] = []
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def render(folder: str, layout: str, results: Path = RESULTS) -> str:
+    """What ``bertprobe table results/FOLDER --layout LAYOUT`` prints as Markdown."""
+    from bertprobe.rows import load_records
+    from bertprobe.table import LAYOUTS
+
+    render_markdown, _ = LAYOUTS[layout]
+    return render_markdown(load_records(results / folder))
+
+
+def sync_copies(document: str, old: str, new: str) -> tuple[str, int]:
+    """``document`` with its copies of ``old``'s tables and note lines replaced by ``new``'s,
+    and the number of copies replaced.
+
+    Tables pair up by position, so both renderings must hold as many: a section or table
+    that appeared or went away is a change of shape that a person should place. A table is
+    replaced only whole (a lone line such as ``|---|---|`` occurs in many tables); a note
+    line only where it is a whole line of ``document``.
+    """
+    old_tables, new_tables = markdown_tables(old), markdown_tables(new)
+    if len(old_tables) != len(new_tables):
+        raise ValueError(
+            f"the rendering went from {len(old_tables)} to {len(new_tables)} tables: "
+            "place the new ones in the README by hand"
+        )
+    replaced = 0
+    for before, after in zip(old_tables, new_tables, strict=True):
+        before_text, after_text = "\n".join(before) + "\n", "\n".join(after) + "\n"
+        if before_text != after_text:
+            replaced += document.count(before_text)
+            document = document.replace(before_text, after_text)
+    old_notes = [line for line in old.splitlines() if line and not line.startswith("|")]
+    new_notes = [line for line in new.splitlines() if line and not line.startswith("|")]
+    if len(old_notes) != len(new_notes):
+        raise ValueError(
+            f"the rendering went from {len(old_notes)} to {len(new_notes)} lines of notes: "
+            "place the new ones in the README by hand"
+        )
+    changes = {before: after for before, after in zip(old_notes, new_notes, strict=True) if before != after}
+    lines = document.split("\n")
+    replaced += sum(line in changes for line in lines)
+    return "\n".join(changes.get(line, line) for line in lines), replaced
+
+
+def rerender(results: Path, readme_path: Path, rendered: dict[str, tuple[str, str]]) -> int:
+    """Re-render each of ``rendered`` under ``results`` and sync ``readme_path``; 0, or 1 when
+    a rendering changed shape (then nothing is written, and the message says which)."""
+    from bertprobe.results import write_text_atomic
+
+    readme = readme_path.read_text(encoding="utf-8")
+    changed: dict[Path, str] = {}
+    for name, (folder, layout) in rendered.items():
+        path = results / name
+        old, new = path.read_text(encoding="utf-8"), render(folder, layout, results)
+        if old == new:
+            print(f"{path}: unchanged")
+            continue
+        try:
+            readme, replaced = sync_copies(readme, old, new)
+        except ValueError as error:  # write nothing: a second run would find the tables new already
+            print(f"{path}: {error}; nothing written", file=sys.stderr)
+            return 1
+        changed[path] = new
+        print(f"{path}: re-rendered; {replaced} README cop{'y' if replaced == 1 else 'ies'} replaced")
+    for path, text in changed.items():
+        write_text_atomic(path, text)
+    if changed:
+        write_text_atomic(readme_path, readme)
+    return 0
+
+
+def redraw(results: Path, figures: dict[str, tuple[tuple[str, ...], str]]) -> None:
+    from bertprobe.plots import PLOTS
+    from bertprobe.rows import load_records
+
+    for name, (folders, kind) in figures.items():
+        records = [record for folder in folders for record in load_records(results / folder)]
+        print(f"{PLOTS[kind](records, results / name)}: re-drawn")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--figures", action="store_true", help="also re-draw the PNGs under results/")
+    args = parser.parse_args(argv)
+    status = rerender(RESULTS, ROOT / "README.md", RENDERED)
+    if status == 0 and args.figures:
+        redraw(RESULTS, FIGURES)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
