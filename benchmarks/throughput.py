@@ -71,7 +71,7 @@ from bertprobe.results import (
     write_json_atomic,
 )
 from bertprobe.tasks.base import select_training_examples
-from bertprobe.tasks.conll import DOCSTART, Sentence, TaggedSplit, load_conll_dir
+from bertprobe.tasks.conll import TaggedSplit, load_conll_dir, write_conll_file
 
 RUN_CONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
 GOAL_SPEEDUP = 1.3
@@ -85,19 +85,6 @@ TRAINER_SETTINGS = (
 
 
 # --------------------------------------------------------------------------- data
-
-
-def write_conll(path: Path, sentences: Sequence[Sentence]) -> None:
-    """``word tag`` lines, a blank line after each sentence, ``-DOCSTART-`` where a document starts."""
-    lines: list[str] = []
-    document = None
-    for sentence in sentences:
-        if sentence.document != document:
-            lines += [f"{DOCSTART} -X- -X- O", ""]
-            document = sentence.document
-        lines += [f"{word} {tag}" for word, tag in zip(sentence.words, sentence.tags, strict=True)]
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_subset(
@@ -116,7 +103,7 @@ def write_subset(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, sentences in subsets.items():
-        write_conll(out_dir / f"{name}.txt", sentences)
+        write_conll_file(out_dir / f"{name}.txt", sentences)
     return {name: len(sentences) for name, sentences in subsets.items()}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bertprobe.alignment import encode_split
-from bertprobe.tasks.conll import Sentence, TaggedSplit, load_conll_dir
+from bertprobe.tasks.conll import load_conll_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,18 +82,6 @@ def test_subset_folder_holds_the_sentences_bertprobe_would_train_on(throughput, 
     assert [s.tags for s in subset.splits["train"].sentences] == [original[i].tags for i in chosen]
 
 
-def test_write_conll_round_trips(throughput, tmp_path):
-    sentences = [Sentence(["EU", "rejects"], ["B-ORG", "O"], 0), Sentence(["Peter"], ["B-PER"], 1)]
-    throughput.write_conll(tmp_path / "x.txt", sentences)
-    from bertprobe.tasks.conll import read_conll_file
-
-    read: TaggedSplit = read_conll_file(tmp_path / "x.txt", "x")
-    assert [(s.words, s.tags, s.document) for s in read.sentences] == [
-        (["EU", "rejects"], ["B-ORG", "O"], 0),
-        (["Peter"], ["B-PER"], 1),
-    ]
-
-
 def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model_dir, toy_data_dir, tmp_path):
     report_path = tmp_path / "cache_build.json"
     command = [
@@ -110,6 +98,50 @@ def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model
     assert report["features"]["words"] == sum(1 for line in lines if line and not line.startswith("-DOCSTART-"))
     assert report["features"]["max_abs_difference"] < 1e-2
     assert "speed-up" in result.stdout and report["git_commit"]
+
+
+def test_feature_ablation_benchmark_runs_six_rows_in_both_arms_on_cut_evaluation_splits(
+    tiny_model_dir, toy_data_dir, tmp_path
+):
+    report_path = tmp_path / "feature_ablation.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "feature_ablation.py"), "--model", str(tiny_model_dir),
+        "--data-dir", str(toy_data_dir), "--max-train-examples", "30", "--max-dev-examples", "12",
+        "--max-test-examples", "7", "--epochs", "1", "--lstm-hidden", "8", "--context", "document",
+        "--report", str(report_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["split_sentences"] == {"train": 240, "validation": 12, "test": 7}
+    rows = ("embeddings", "second_last", "last", "last4weighted", "last4concat", "allweighted")
+    for arm in ("cached", "uncached"):
+        assert tuple(report[arm]["rows"]) == rows
+    assert report["cached"]["encoder_pass_seconds"] > 0 and report["uncached"]["encoder_pass_seconds"] == 0
+    # one cache serves all six rows: the first row encodes every split, the others read it
+    built = [report["cached"]["rows"][row]["cache_built"] for row in rows]
+    assert built == [["train", "validation", "test"], [], [], [], [], []]
+    assert [report["uncached"]["rows"][row]["cache_built"] for row in rows] == [None] * 6
+    assert report["speedup_cached_vs_uncached"] == pytest.approx(
+        report["uncached"]["wall_seconds"] / report["cached"]["wall_seconds"]
+    )
+    assert report["cached_over_floor"] == pytest.approx(report["cached"]["wall_seconds"] / report["floor_seconds"])
+    assert "speed-up with the cache" in result.stdout and report["git_commit"]
+
+
+def test_cut_evaluation_splits_keeps_training_whole_and_the_first_sentences(toy_data_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location("feature_ablation", ROOT / "benchmarks" / "feature_ablation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sizes = module.cut_evaluation_splits(toy_data_dir, tmp_path, max_dev=12, max_test=None)
+    assert sizes == {"train": 240, "validation": 12, "test": 40}
+    assert (tmp_path / "train.txt").read_bytes() == (toy_data_dir / "train.txt").read_bytes()
+    original, cut = load_conll_dir(toy_data_dir), load_conll_dir(tmp_path)
+    for split, count in (("validation", 12), ("test", 40)):
+        kept = original.splits[split].sentences[:count]
+        assert [(s.words, s.tags, s.document) for s in cut.splits[split].sentences] == [
+            (s.words, s.tags, s.document) for s in kept
+        ]
 
 
 def run_cpu_allocator(model_dir: Path, tmp_path: Path, *arguments: str) -> tuple[subprocess.CompletedProcess, dict]:

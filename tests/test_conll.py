@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.tasks.conll import DataFormatError, corpus_from_records, load_conll_dir, read_conll_file
+from bertprobe.tasks.conll import (
+    DataFormatError,
+    Sentence,
+    corpus_from_records,
+    load_conll_dir,
+    read_conll_file,
+    write_conll_file,
+)
 
 SAMPLE = """-DOCSTART- -X- -X- O
 
@@ -34,6 +41,22 @@ def test_sentences_words_tags_and_documents(tmp_path):
     assert [s.tags for s in split.sentences] == [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"], ["B-LOC"]]
     assert split.documents() == [[0, 1], [2]]
     assert split.sentences[1].source.endswith("train.txt:7")
+
+
+def test_written_file_reads_back_with_its_documents(tmp_path):
+    sentences = [
+        Sentence(["EU", "rejects"], ["B-ORG", "O"], 0),
+        Sentence(["German", "call"], ["B-MISC", "O"], 0),
+        Sentence(["Peter"], ["B-PER"], 1),
+    ]
+    write_conll_file(tmp_path / "x.txt", sentences)
+    read = read_conll_file(tmp_path / "x.txt", "x")
+    assert [(s.words, s.tags, s.document) for s in read.sentences] == [
+        (["EU", "rejects"], ["B-ORG", "O"], 0),
+        (["German", "call"], ["B-MISC", "O"], 0),
+        (["Peter"], ["B-PER"], 1),
+    ]
+    assert (tmp_path / "x.txt").read_text(encoding="utf-8").count("-DOCSTART-") == 2
 
 
 def test_byte_order_mark_and_missing_final_blank_line(tmp_path):

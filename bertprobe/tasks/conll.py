@@ -7,9 +7,11 @@ batching) is shared.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bertprobe.results import write_text_atomic
 
 DOCSTART = "-DOCSTART-"
 SPLIT_FILE_NAMES = {
@@ -138,6 +140,21 @@ def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> Tagged
             seen_content_in_document = True
     flush()
     return split
+
+
+def write_conll_file(path: Path, sentences: Sequence[Sentence]) -> None:
+    """``sentences`` as a CoNLL file that :func:`read_conll_file` reads back: ``word tag``
+    lines, a blank line after each sentence, a ``-DOCSTART-`` line where a document starts.
+    Written atomically (a temporary file renamed into place)."""
+    lines: list[str] = []
+    document = None
+    for sentence in sentences:
+        if sentence.document != document:
+            lines += [f"{DOCSTART} -X- -X- O", ""]
+            document = sentence.document
+        lines += [f"{word} {tag}" for word, tag in zip(sentence.words, sentence.tags, strict=True)]
+        lines.append("")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _is_iob_tag(tag: str) -> bool:
