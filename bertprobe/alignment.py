@@ -18,7 +18,7 @@ then serves as context. Only a single word longer than the whole limit is an err
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from bertprobe.tasks.conll import DataFormatError, TaggedSplit
@@ -83,15 +83,19 @@ def plan_windows(
     piece_counts: Sequence[int],
     budget: int,
     where: Sequence[str],
+    targets: Collection[int] | None = None,
 ) -> list[_WindowPlan]:
     """Decide each window's target and context words.
 
     ``piece_counts`` are per word over a flat word list; ``sentence_spans[i]`` is
     ``(scope_id, start, end)`` of sentence ``i`` in that list; ``scopes[scope_id]`` is the
-    flat ``(start, end)`` of the words that may serve as its context.
+    flat ``(start, end)`` of the words that may serve as its context. With ``targets``,
+    only those sentences get windows; every sentence may still serve as context.
     """
     plans: list[_WindowPlan] = []
     for sentence_index, (scope_id, start, end) in enumerate(sentence_spans):
+        if targets is not None and sentence_index not in targets:
+            continue
         scope_start, scope_end = scopes[scope_id]
         chunk_start = start
         while chunk_start < end:
@@ -131,8 +135,14 @@ def encode_split(
     label_to_id: dict[str, int],
     max_length: int,
     context: str = "sentence",
+    only: Collection[int] | None = None,
 ) -> list[EncodedWindow]:
-    """Encode a tagged split into windows (see the module docstring)."""
+    """Encode a tagged split into windows (see the module docstring).
+
+    ``only`` names the sentences (indices into ``split.sentences``) to encode, all when
+    ``None``: a training subset encodes just its own windows, which are the very windows the
+    whole split would give them, since the other sentences still serve as context.
+    """
     if context not in CONTEXT_MODES:
         raise ValueError(f"unknown context mode {context!r}; choose one of {', '.join(CONTEXT_MODES)}")
     budget = max_length - special_token_count(tokenizer)
@@ -166,7 +176,7 @@ def encode_split(
             scopes.append((start, end))
         sentence_spans.append((scope_id, start, end))
 
-    plans = plan_windows(scopes, sentence_spans, flat_counts, budget, [s.source for s in sentences])
+    plans = plan_windows(scopes, sentence_spans, flat_counts, budget, [s.source for s in sentences], only)
     encoded = tokenizer(
         [flat_words[p.context_start : p.context_end] for p in plans],
         is_split_into_words=True,

@@ -79,6 +79,24 @@ def test_document_context_grows_alternately_and_stops_at_the_limit(tiny_tokenize
     assert pieces(tiny_tokenizer, middle) == ["[CLS]", "to", "the", "john", "met", "[SEP]"]
 
 
+@pytest.mark.parametrize("context", ["document", "sentence"])
+def test_a_subset_encodes_the_windows_the_whole_split_gives_it(tiny_tokenizer, context):
+    docs = split_of(
+        (["went", "to", "the"], ["O"] * 3, 0),
+        (["john"], ["B-PER"], 0),
+        (["met", "mary", "in"], ["O", "B-PER", "O"], 0),
+        (["springville", "john", "riverton", "mary"], ["B-LOC", "B-PER", "B-LOC", "B-PER"], 1),  # split in two
+        (["tom"], ["B-PER"], 1),
+    )
+    everything = encode_split(docs, tiny_tokenizer, LABELS, max_length=6, context=context)
+    subset = encode_split(docs, tiny_tokenizer, LABELS, max_length=6, context=context, only={1, 3})
+    assert subset == [window for window in everything if window.sentence_index in {1, 3}]
+    assert [w.sentence_index for w in subset] == [1, 3, 3]  # the long sentence keeps both its windows
+    if context == "document":  # the unchosen neighbours still fill the middle sentence's window
+        assert pieces(tiny_tokenizer, subset[0]) == ["[CLS]", "to", "the", "john", "met", "[SEP]"]
+    assert encode_split(docs, tiny_tokenizer, LABELS, max_length=6, context=context, only=set()) == []
+
+
 def test_sentence_context_adds_nothing(tiny_tokenizer):
     docs = split_of((["the", "john"], ["O", "B-PER"], 0), (["met", "mary"], ["O", "B-PER"], 0))
     windows = encode_split(docs, tiny_tokenizer, LABELS, max_length=64, context="sentence")
@@ -116,3 +134,17 @@ def test_a_single_word_longer_than_the_limit_is_a_clear_error(tiny_tokenizer):
 def test_unknown_context_mode(tiny_tokenizer):
     with pytest.raises(ValueError, match="context mode 'paragraph'"):
         encode_split(split_of((["tom"], ["B-PER"], 0)), tiny_tokenizer, LABELS, 16, context="paragraph")
+
+
+def test_a_tagging_task_with_a_training_subset_encodes_only_the_chosen_sentences(tiny_tokenizer, toy_data_dir):
+    from bertprobe.tasks.base import select_training_examples
+    from bertprobe.tasks.conll import load_conll_dir
+    from bertprobe.tasks.tagging import TaggingTask
+
+    corpus = load_conll_dir(toy_data_dir)
+    whole = TaggingTask("conll2003", corpus, tiny_tokenizer, 64, "document", None, seed=3)
+    subset = TaggingTask("conll2003", corpus, tiny_tokenizer, 64, "document", 25, seed=3)
+    chosen = select_training_examples(len(corpus.splits["train"].sentences), 25, 3)
+    assert {w.sentence_index for w in subset.windows["train"]} == chosen
+    assert subset.windows["train"] == [w for w in whole.windows["train"] if w.sentence_index in chosen]
+    assert subset.windows["validation"] == whole.windows["validation"]  # dev and test stay whole

@@ -40,14 +40,14 @@ class TaggingTask(Task):
         self.corpus = corpus
         self.labels = corpus.label_list()
         label_to_id = {label: index for index, label in enumerate(self.labels)}
-        self.windows = {
-            split: encode_split(sentences, tokenizer, label_to_id, max_length, context)
-            for split, sentences in corpus.splits.items()
-        }
         num_sentences = len(corpus.splits["train"].sentences)
         chosen = select_training_examples(num_sentences, max_train_examples, seed, train_fraction)
-        if chosen is not None:
-            self.windows["train"] = [w for w in self.windows["train"] if w.sentence_index in chosen]
+        self.windows = {  # a training subset encodes only its own sentences (the rest stay context)
+            split: encode_split(
+                sentences, tokenizer, label_to_id, max_length, context, only=chosen if split == "train" else None
+            )
+            for split, sentences in corpus.splits.items()
+        }
 
     def score(self, split: str, window_indices: torch.Tensor, predictions: torch.Tensor) -> tuple[dict, list]:
         sentences = self.corpus.splits[split].sentences
