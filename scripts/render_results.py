@@ -2,7 +2,8 @@
 keep the README's copies of the tables in step.
 
     python scripts/render_results.py              # the tables under results/, then the README
-    python scripts/render_results.py --figures    # and the PNGs
+    python scripts/render_results.py --figures    # and every PNG
+    python scripts/render_results.py --figures table7_minilm.png   # and that one
 
 Run it after a record lands. Each table in :data:`RENDERED` is rendered again as
 ``bertprobe table`` would; where one changed, every README table that copied one of its old
@@ -136,11 +137,16 @@ def redraw(results: Path, figures: dict[str, tuple[tuple[str, ...], str]]) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--figures", action="store_true", help="also re-draw the PNGs under results/")
+    parser.add_argument(
+        "--figures",
+        nargs="*",
+        choices=sorted(FIGURES),
+        help="also re-draw these PNGs under results/ (all of them when none is named)",
+    )
     args = parser.parse_args(argv)
     status = rerender(RESULTS, ROOT / "README.md", RENDERED)
-    if status == 0 and args.figures:
-        redraw(RESULTS, FIGURES)
+    if status == 0 and args.figures is not None:
+        redraw(RESULTS, {name: FIGURES[name] for name in args.figures or FIGURES})
     return status
 
 
