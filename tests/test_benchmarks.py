@@ -17,13 +17,18 @@ from bertprobe.tasks.conll import load_conll_dir
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def throughput():
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", ROOT / "benchmarks" / "throughput.py")
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` as a module (registered, so its dataclasses can find it)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    return load_benchmark("throughput")
 
 
 def test_stock_labels_sit_on_first_sub_tokens_and_predictions_map_back(throughput, tiny_tokenizer):
@@ -130,10 +135,7 @@ def test_feature_ablation_benchmark_runs_six_rows_in_both_arms_on_cut_evaluation
 
 
 def test_cut_evaluation_splits_keeps_training_whole_and_the_first_sentences(toy_data_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("feature_ablation", ROOT / "benchmarks" / "feature_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sizes = module.cut_evaluation_splits(toy_data_dir, tmp_path, max_dev=12, max_test=None)
+    sizes = load_benchmark("feature_ablation").cut_evaluation_splits(toy_data_dir, tmp_path, max_dev=12, max_test=None)
     assert sizes == {"train": 240, "validation": 12, "test": 40}
     assert (tmp_path / "train.txt").read_bytes() == (toy_data_dir / "train.txt").read_bytes()
     original, cut = load_conll_dir(toy_data_dir), load_conll_dir(tmp_path)
