@@ -9,7 +9,7 @@
 #                file's blob hash, which tree_commit.py checks the copy against)
 #
 # Run from the repository root:  scripts/gpu/pack.sh   (CONLL_DIR=... to pack other files)
-# How the calls use it: README, "The rest of Table 7 on a lent GPU".
+# How the calls use it: README, "Table 7 on a lent GPU".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

