@@ -90,13 +90,14 @@ case "$step" in
         tag=gpu_${BERTPROBE_GIT_COMMIT:-$(git rev-parse --short HEAD)}
         tag=${tag:0:11}
         # Fine-tuning: one process per seed (one small model leaves an H200 mostly idle);
-        # feature rows: one process, seeds in order, building the shared cache first.
+        # feature rows: one process, seeds in order (the file's, unless FEATURE_SEEDS names
+        # some), building the shared cache first.
         # Sweeps skip records that exist, so a second call goes on where the first stopped.
         for seed in ${FT_SEEDS:-1 2 3 4 5}; do
             sweep "sweep_seed${seed}_finetune_${tag}.log" --seeds "$seed" --where mode=finetune \
                 ${FT_ARGS:-} &
         done
-        sweep "sweep_feature_${tag}.log" --seeds ${FEATURE_SEEDS:-1 2 3 4 5} --where mode=feature &
+        sweep "sweep_feature_${tag}.log" ${FEATURE_SEEDS:+--seeds $FEATURE_SEEDS} --where mode=feature &
         wait
         collect
         ;;
