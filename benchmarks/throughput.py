@@ -189,7 +189,7 @@ def arm_ours(settings: dict[str, object]) -> dict[str, object]:
     config = ours_config(settings)
     record = run(config)
     lengths = settings["train_window_lengths"]
-    sampler = LengthGroupedBatches(lengths, config.batch_size, shuffle=True, seed=config.seed)
+    sampler = LengthGroupedBatches(lengths, config.batch_size, seed=config.seed)
     padded = sum(padded_token_count(list(sampler), lengths) for _ in range(config.epochs))  # each epoch's batches
     dev = record["metrics"]["dev"]
     return {

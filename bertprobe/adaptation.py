@@ -231,9 +231,63 @@ def add_lora(encoder: nn.Module, config: RunConfig) -> tuple[list[str], list[str
     return targets, adapted
 
 
-def adapt_encoder(encoder: nn.Module, config: RunConfig, info: EncoderInfo) -> Adaptation:
+def unread_parameters(encoder: nn.Module, read_layers: tuple[int, ...]) -> list[str]:
+    """The trainable encoder parameters that no hidden state in ``read_layers`` depends on.
+
+    BERT's pooler is the common case: it runs after the last layer and feeds only the pooled
+    output, which no head here reads. Such a parameter never gets a gradient, and
+    data-parallel training (DDP) stops on the second step waiting for one. Found by running
+    the encoder once (eval mode, two tokens of id 0) and asking autograd which trainable
+    parameters the read hidden states reach; no random numbers are drawn.
+    """
+    trainable = [(name, parameter) for name, parameter in encoder.named_parameters() if parameter.requires_grad]
+    if not trainable:
+        return []
+    device = trainable[0][1].device
+    was_training = encoder.training
+    try:
+        encoder.eval()
+        with torch.enable_grad():
+            input_ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+            output = encoder(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True,
+                return_dict=True,
+            )  # fmt: skip
+            read = sum(output.hidden_states[index].float().sum() for index in read_layers)
+            gradients = torch.autograd.grad(read, [p for _, p in trainable], allow_unused=True)
+    finally:
+        encoder.train(was_training)
+    return [name for (name, _), gradient in zip(trainable, gradients, strict=True) if gradient is None]
+
+
+def freeze_unread_parameters(encoder: nn.Module, read_layers: tuple[int, ...]) -> dict[str, object]:
+    """Freeze what :func:`unread_parameters` finds, so that no loss waits for its gradient;
+    return what the record says of it (names and the count of numbers left untrained)."""
+    names = unread_parameters(encoder, read_layers)
+    parameters = dict(encoder.named_parameters())
+    for name in names:
+        parameters[name].requires_grad_(False)
+    return {"names": names, "count": sum(parameters[name].numel() for name in names)}
+
+
+def adapt_encoder(
+    encoder: nn.Module, config: RunConfig, info: EncoderInfo, read_layers: tuple[int, ...] | None = None
+) -> Adaptation:
     """Prepare ``encoder`` (in place) for ``config.mode``: partial freezing or LoRA adapters;
-    find its parts when freezing or layer-wise learning-rate decay need them."""
+    find its parts when freezing or layer-wise learning-rate decay need them. In every mode
+    that trains the encoder, the parameters that the hidden states read (``read_layers``, by
+    default the last layer) do not depend on are frozen and named in the summary's
+    ``not_trained`` (:func:`freeze_unread_parameters`)."""
+    adaptation = _adapt(encoder, config, info)
+    if config.mode != "feature":
+        read = read_layers if read_layers is not None else (info.num_layers,)
+        adaptation.summary["not_trained"] = freeze_unread_parameters(encoder, read)
+    if config.mode == "lora":  # an adapter beside an unread Linear (BERT's pooler) no longer trains
+        adaptation.adapter_trainable = adaptation.summary["adapter_trainable"] = adapter_parameter_count(encoder)
+    return adaptation
+
+
+def _adapt(encoder: nn.Module, config: RunConfig, info: EncoderInfo) -> Adaptation:
     parts = None
     if config.mode == "partial":
         k = config.freeze_layers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -88,43 +89,91 @@ class FeatureCollator:
         }
 
 
+def epoch_batch_sizes(count: int, batch_size: int, processes: int = 1) -> list[int]:
+    """The sizes of an epoch's training batches, in the order they are cut.
+
+    One process: ``count // batch_size`` full batches and one short batch for the rest.
+    ``processes`` data-parallel processes train one batch each per step, so the epoch needs
+    a multiple of that many batches: the fewest that hold ``count`` windows in batches of at
+    most ``batch_size``. The batches after the full ones share the rest evenly. (Only where
+    fewer than ``processes`` windows would be left for them, which needs ``batch_size`` 1,
+    does one batch hold more than ``batch_size``.) Every window is in exactly one batch.
+    """
+    if count < processes:
+        raise ValueError(f"{processes} processes need at least {processes} training examples; there are {count}")
+    batches = processes * math.ceil(math.ceil(count / batch_size) / processes)
+    if batches > count:
+        batches = processes * (count // processes)
+    full = min(count // batch_size, batches)
+    while full and (count - full * batch_size < batches - full or (full == batches and count > full * batch_size)):
+        full -= 1
+    rest, left = count - full * batch_size, batches - full
+    return [batch_size] * full + [rest // left + (i < rest % left) for i in range(left)]
+
+
 class LengthGroupedBatches(Sampler[list[int]]):
-    """Shuffled batches of similar-length examples, so dynamic padding wastes little.
+    """Shuffled training batches of similar-length examples, so dynamic padding wastes little.
 
     Each epoch: shuffle all indices (seeded by ``seed`` and the epoch number), cut them
-    into pools of ``pool_batches`` batches, sort each pool by length, cut it into
-    batches and shuffle the batch order. ``shuffle=False`` gives batches in order of
-    decreasing length, for evaluation. Every index appears in exactly one batch.
+    into pools of ``pool_batches`` batches, sort each pool by length, cut it into batches
+    of the sizes :func:`epoch_batch_sizes` gives and shuffle the batch order. Every index
+    appears in exactly one batch, and with ``processes`` > 1 the batch count is a multiple
+    of it, so every round of one batch per process is complete.
+
+    The sampler has no ``batch_size`` attribute on purpose: Accelerate then shards it as
+    batches of varying size and hands every round to the processes as it is. With a
+    ``batch_size`` it skips each round whose last batch is short (the shuffled short batch
+    lands there about one epoch in N), losing N batches without a word.
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50
+        self, lengths: Sequence[int], max_batch_size: int, seed: int = 0, pool_batches: int = 50, processes: int = 1
     ) -> None:
         self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
+        self.max_batch_size = max_batch_size
         self.seed = seed
         self.pool_batches = pool_batches
+        self.sizes = epoch_batch_sizes(len(self.lengths), max_batch_size, processes)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return len(self.sizes)
 
     def __iter__(self) -> Iterator[list[int]]:
-        if not self.shuffle:
-            order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
-            yield from (order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size))
-            return
         generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         self.epoch += 1
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        pool = self.batch_size * self.pool_batches
         batches: list[list[int]] = []
-        for start in range(0, len(order), pool):
-            chunk = sorted(order[start : start + pool], key=lambda i: -self.lengths[i])
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        start = 0
+        for first in range(0, len(self.sizes), self.pool_batches):
+            sizes = self.sizes[first : first + self.pool_batches]
+            pool = sorted(order[start : start + sum(sizes)], key=lambda i: -self.lengths[i])
+            start += sum(sizes)
+            for size in sizes:
+                batches.append(pool[:size])
+                pool = pool[size:]
         for i in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[i]
+
+
+class SortedBatches(Sampler[list[int]]):
+    """Evaluation batches of ``batch_size`` examples in order of decreasing length.
+
+    Unlike training, evaluation keeps a ``batch_size``: Accelerate pads the last round
+    with repeated examples, and ``gather_for_metrics`` drops them again by counting them
+    from it, so each example is scored once.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
+        yield from (order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size))

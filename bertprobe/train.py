@@ -23,7 +23,7 @@ from accelerate.logging import get_logger
 from torch.utils.data import DataLoader, Dataset
 
 from bertprobe.adaptation import adapt_encoder
-from bertprobe.batching import FeatureCollator, LengthGroupedBatches, WindowCollator, WindowDataset
+from bertprobe.batching import FeatureCollator, LengthGroupedBatches, SortedBatches, WindowCollator, WindowDataset
 from bertprobe.checkpoint import (
     TrainingProgress,
     checkpoint_root,
@@ -92,22 +92,28 @@ def count_parameters(*modules: torch.nn.Module | None) -> dict[str, int]:
     }
 
 
-def make_loaders(config: RunConfig, task: Task, inputs: dict[str, Dataset], collate) -> tuple[DataLoader, dict]:
-    """Length-grouped shuffled training batches; evaluation batches sorted by length."""
+def make_loaders(
+    config: RunConfig, task: Task, inputs: dict[str, Dataset], collate, processes: int
+) -> tuple[DataLoader, dict]:
+    """Length-grouped shuffled training batches, a multiple of ``processes`` of them per
+    epoch; evaluation batches sorted by length."""
 
     def lengths(split: str) -> list[int]:
         return [len(w.input_ids) for w in task.windows[split]]
 
+    if len(task.windows["train"]) < processes:
+        raise ConfigError(
+            f"{processes} processes need at least {processes} training examples; {task.name} has "
+            f"{len(task.windows['train'])}"
+        )
     train = DataLoader(
         inputs["train"],
-        batch_sampler=LengthGroupedBatches(lengths("train"), config.batch_size, shuffle=True, seed=config.seed),
+        batch_sampler=LengthGroupedBatches(lengths("train"), config.batch_size, seed=config.seed, processes=processes),
         collate_fn=collate,
     )
     evaluation = {
         split: DataLoader(
-            inputs[split],
-            batch_sampler=LengthGroupedBatches(lengths(split), config.eval_batch_size, shuffle=False),
-            collate_fn=collate,
+            inputs[split], batch_sampler=SortedBatches(lengths(split), config.eval_batch_size), collate_fn=collate
         )
         for split in task.eval_splits
     }
@@ -214,6 +220,12 @@ def run(config: RunConfig) -> dict[str, object]:
         project_dir=str(Path(config.output_dir) / "tensorboard") if config.report_to else None,
     )
     set_seed(config.seed)
+    processes = accelerator.num_processes
+    logger.info(
+        f"{processes} process{'es' if processes > 1 else ''} ({accelerator.distributed_type.value.lower()}) on "
+        f"{accelerator.device.type}, {torch.get_num_threads()} torch threads each, mixed precision "
+        f"{accelerator.mixed_precision}"
+    )
     hint = allocator_hint(accelerator.device.type, config.mode != "feature", os.environ)
     if hint:
         logger.info(hint)
@@ -243,7 +255,7 @@ def run(config: RunConfig) -> dict[str, object]:
         freeze(encoder)
     # partial: freeze the embeddings and lowest layers; lora: freeze all, add adapters. The
     # encoder stays in the graph and in train mode; frozen weights just have no gradient.
-    adaptation = adapt_encoder(encoder, config, info)
+    adaptation = adapt_encoder(encoder, config, info, layers.indices)
     timings: dict[str, float] = {"setup_seconds": time.perf_counter() - started}
 
     cache_info = None
@@ -265,10 +277,11 @@ def run(config: RunConfig) -> dict[str, object]:
     if adaptation.adapter_trainable is not None:
         parameters["adapter_trainable"] = adaptation.adapter_trainable
 
-    train_loader, eval_loaders = make_loaders(config, task, inputs, collate)
-    # Optimizer steps per process: each process sees 1/N of the batches, and takes one
-    # step per `gradient_accumulation_steps` of them. The scheduler steps with the optimizer.
-    batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
+    train_loader, eval_loaders = make_loaders(config, task, inputs, collate, accelerator.num_processes)
+    # Optimizer steps per process: each process sees 1/N of the batches (their count is a
+    # multiple of N), and takes one step per `gradient_accumulation_steps` of them. The
+    # scheduler steps with the optimizer.
+    batches_per_process = len(train_loader) // accelerator.num_processes
     steps_per_epoch = math.ceil(batches_per_process / config.gradient_accumulation_steps)
     optimizer, scheduler = build_optimizer(
         model, config, steps_per_epoch * config.epochs, adaptation.parts, accelerator.device

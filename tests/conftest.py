@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -114,3 +118,14 @@ def tiny_tokenizer(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def accelerate_launch(launch_args: list[str], run_args: list[str]) -> subprocess.CompletedProcess:
+    """``accelerate launch LAUNCH_ARGS run.py RUN_ARGS`` on one machine, in full precision;
+    ``--multi_gpu --num_processes N`` on a machine without GPUs gives N gloo CPU processes."""
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "run.py"), *run_args],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip

@@ -112,8 +112,12 @@ def test_partial_freezes_the_embeddings_and_lowest_layers_and_trains_the_rest(mo
         elif _starts(full_name, trained_layers):
             assert parameter.requires_grad and changed, full_name
             trained += 1
-        else:  # nothing else but the modules after the last layer, which may train
-            assert _starts(full_name, after) and parameter.requires_grad, full_name
+        else:  # nothing else but the modules after the last layer: T5's final layer norm feeds the
+            # last hidden state and trains; a pooler feeds nothing a head reads and is frozen, and named
+            assert _starts(full_name, after), full_name
+            read = name == "t5"
+            assert parameter.requires_grad == read and changed == read, full_name
+            assert (full_name in adaptation.summary["not_trained"]["names"]) != read, full_name
     assert adaptation.summary["frozen_parameters"] == frozen
     assert trained > 0 or k == num_layers
     for head_name, parameter in model.head.named_parameters():
@@ -250,8 +254,10 @@ def test_layer_wise_decay_gives_each_layer_its_rate_and_the_head_its_own(tiny_mo
     model, adaptation, _ = adapted_probe(folder, config)
     optimizer, _ = build_optimizer(model, config.resolved(), 10, adaptation.parts)
     assert isinstance(optimizer, torch.optim.AdamW)
-    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
-    for name, parameter in model.named_parameters():
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
+    assert not model.encoder.pooler.dense.weight.requires_grad  # no head reads it (see adapt_encoder)
+    for name, parameter in trainable:
         group = group_of(optimizer, parameter)
         if name.startswith("head."):
             expected = head_lr
@@ -261,8 +267,7 @@ def test_layer_wise_decay_gives_each_layer_its_rate_and_the_head_its_own(tiny_mo
             i = int(name.split(".")[3]) + 1  # 1 = lowest layer
             expected = encoder_lr * decay ** (layers - i)
         else:
-            assert name.startswith("encoder.pooler."), name
-            expected = encoder_lr
+            raise AssertionError(f"{name} trains but has no depth")
         assert group["initial_lr"] == expected, name
         no_decay = name.endswith("bias") or "LayerNorm" in name
         assert group["weight_decay"] == (0.0 if no_decay else config.weight_decay), name
@@ -276,6 +281,9 @@ def test_encoder_and_head_rates_default_to_lr_and_separate_when_given(tiny_model
         model, adaptation, _ = adapted_probe(folder, config)
         optimizer, _ = build_optimizer(model, config.resolved(), 10, adaptation.parts)
         for name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                assert name.startswith("encoder.pooler."), name
+                continue
             expected = (head_lr if name.startswith("head.") else encoder_lr) or 5e-5
             assert group_of(optimizer, parameter)["initial_lr"] == expected, name
 
@@ -286,7 +294,7 @@ def test_partial_mode_leaves_frozen_layers_out_of_the_optimizer(tiny_model_dir):
     model, adaptation, _ = adapted_probe(folder, config)
     optimizer, _ = build_optimizer(model, config.resolved(), 10, adaptation.parts)
     names = {g["name"].split(" (")[0] for g in optimizer.param_groups}
-    assert names == {"layer 3", "layer 4", "after layers", "head"}
+    assert names == {"layer 3", "layer 4", "head"}  # BERT's pooler, after the layers, feeds no head
     assert group_of(optimizer, model.encoder.encoder.layer[2].output.dense.weight)["initial_lr"] == 1e-3 * 0.5
 
 
@@ -368,7 +376,10 @@ def test_partial_run_from_the_command_line_writes_its_mode_and_counts(tiny_model
     head = 32 * len(record["labels"]) + len(record["labels"])
     assert record["adaptation"]["frozen_parameters"] == frozen
     assert record["parameters"]["total"] == sum(p.numel() for p in encoder.parameters()) + head
-    assert record["parameters"]["trainable"] == record["parameters"]["total"] - frozen
+    pooler = 32 * 32 + 32  # read by no head, so frozen and named in the record
+    unread = {"names": ["pooler.dense.weight", "pooler.dense.bias"], "count": pooler}
+    assert record["adaptation"]["not_trained"] == unread
+    assert record["parameters"]["trainable"] == record["parameters"]["total"] - frozen - pooler
     rates = {group["name"]: group["lr"] for group in record["optimizer"]["groups"]}
     assert rates["layer 4"] == 5e-5 and rates["layer 3"] == 5e-5 * 0.8 and rates["head"] == 5e-5
     assert not any(name.startswith(("embeddings", "layer 1", "layer 2")) for name in rates)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import accelerate_launch
 
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.features import weights_digest
@@ -40,7 +41,9 @@ def test_finetune_learns_the_toy_task_and_writes_a_complete_record(tiny_model_di
     record = run(config)
     assert record["metrics"]["dev"]["f1"] > 0.8
     assert record["metrics"]["test"]["f1"] > 0.8
-    assert record["parameters"]["trainable"] == record["parameters"]["total"]
+    # every weight trains but BERT's pooler, which no head reads (a data-parallel run would wait for its gradient)
+    assert record["adaptation"]["not_trained"] == {"names": ["pooler.dense.weight", "pooler.dense.bias"], "count": 1056}
+    assert record["parameters"]["trainable"] == record["parameters"]["total"] - 1056
 
     [path] = (tmp_path / "runs").glob("*.json")
     on_disk = json.loads(path.read_text())
@@ -212,15 +215,6 @@ def test_a_model_without_fast_tokenizer_is_refused(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
     with pytest.raises(ModelLoadError, match=r"no fast .*word_ids"):
         load_tokenizer(str(tiny_model_dir))
-
-
-def accelerate_launch(launch_args: list[str], run_args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "run.py"), *run_args],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
 
 
 def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence_once(

@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from bertprobe.alignment import EncodedWindow
-from bertprobe.batching import FeatureCollator, LengthGroupedBatches, WindowCollator, WindowDataset
+from bertprobe.batching import (
+    FeatureCollator,
+    LengthGroupedBatches,
+    SortedBatches,
+    WindowCollator,
+    WindowDataset,
+    epoch_batch_sizes,
+)
 from bertprobe.config import RunConfig
 from bertprobe.heads import BiLSTMTagger, build_head
 from bertprobe.layers import resolve_strategy
@@ -117,7 +124,7 @@ def test_a_frozen_encoder_stays_in_eval_mode_when_the_probe_trains():
 
 def test_length_grouped_batches_cover_every_index_once_and_reshuffle_each_epoch():
     lengths = [3, 9, 1, 7, 5, 8, 2, 6, 4, 10, 11]
-    sampler = LengthGroupedBatches(lengths, batch_size=3, shuffle=True, seed=5, pool_batches=2)
+    sampler = LengthGroupedBatches(lengths, max_batch_size=3, seed=5, pool_batches=2)
     sampler.set_epoch(0)
     first = list(sampler)
     sampler.set_epoch(0)
@@ -135,8 +142,50 @@ def test_length_grouped_batches_cover_every_index_once_and_reshuffle_each_epoch(
         sampler.set_epoch(epoch)
         orders.add(tuple(len(batch) for batch in sampler))
     assert len(orders) > 1  # the batch order is shuffled too, so the short batch moves
-    evaluation = list(LengthGroupedBatches(lengths, batch_size=4, shuffle=False))
+    evaluation = list(SortedBatches(lengths, batch_size=4))
     assert [lengths[i] for batch in evaluation for i in batch] == sorted(lengths, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "processes", "sizes"),
+    [
+        (11, 3, 1, [3, 3, 3, 2]),  # one process: full batches and one short one, as always
+        (90, 8, 2, [8] * 11 + [2]),  # 12 batches already a multiple of 2
+        (38, 4, 3, [4] * 8 + [2, 2, 1, 1]),  # 10 batches -> 12 = 4 rounds of 3: four share the last 6
+        (33, 8, 3, [8, 8, 8, 3, 3, 3]),  # 5 -> 6 batches; the last three share the rest
+        (5, 1, 2, [1, 1, 1, 2]),  # batch 1 and an odd count: one batch of 2, never a dropped window
+        (3, 8, 3, [1, 1, 1]),
+    ],
+)
+def test_epoch_batch_sizes_make_whole_rounds_of_every_window(count, batch_size, processes, sizes):
+    assert epoch_batch_sizes(count, batch_size, processes) == sizes
+    assert sum(sizes) == count and len(sizes) % processes == 0 and min(sizes) >= 1
+
+
+def test_fewer_training_examples_than_processes_is_an_error():
+    with pytest.raises(ValueError, match="3 processes need at least 3 training examples; there are 2"):
+        epoch_batch_sizes(2, 8, 3)
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+@pytest.mark.parametrize(("count", "batch_size"), [(38, 4), (41, 7), (240, 8), (23, 5)])
+def test_accelerate_shards_every_window_exactly_once_per_epoch(count, batch_size, processes):
+    """Accelerate's own sharding of a batch sampler over N processes, run here process by
+    process: every window reaches exactly one process once per epoch, and every process gets
+    the number of batches ``len()`` promises (the learning-rate schedule counts on it)."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    lengths = [(7 * i) % 13 + 1 for i in range(count)]
+    sampler = LengthGroupedBatches(lengths, max_batch_size=batch_size, seed=3, processes=processes)
+    for epoch in range(2 * processes):  # the short batch lands in every slot of a round sooner or later
+        seen: list[int] = []
+        for rank in range(processes):
+            sampler.set_epoch(epoch)
+            shard = BatchSamplerShard(sampler, num_processes=processes, process_index=rank)
+            batches = list(shard)
+            assert len(batches) == len(shard) == len(sampler) // processes
+            seen += [index for batch in batches for index in batch]
+        assert sorted(seen) == list(range(count))
 
 
 # ----------------------------------------------------------------------------- optimizer

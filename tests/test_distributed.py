@@ -1,0 +1,122 @@
+"""Every mode under two data-parallel processes (gloo on the CPU stands in for NCCL).
+
+Each test launches ``accelerate launch --multi_gpu --num_processes 2 run.py ...`` as a user
+would, so they are slow: about ten seconds each on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from conftest import FILLER, PEOPLE, PLACES, accelerate_launch
+
+pytestmark = pytest.mark.slow
+
+MODES = {
+    "finetune": ["--mode", "finetune", "--lr", "1e-3"],
+    "partial": ["--mode", "partial", "--freeze-layers", "2", "--lr", "1e-3"],
+    "lora": ["--mode", "lora", "--lr", "1e-2"],
+    "feature": ["--mode", "feature", "--layers", "last", "--lr", "1e-2"],
+}
+#: what no head reads, and so no loss: BERT's pooler, frozen in every mode that trains the encoder
+POOLER = ["pooler.dense.weight", "pooler.dense.bias"]
+DEV_SENTENCES = 37  # eval batch 8 over 2 processes leaves a short, padded last round
+
+
+@pytest.fixture(scope="module")
+def sentence_files(tmp_path_factory) -> Path:
+    """A sentence task: is the sentence about a person or a place?"""
+    folder = tmp_path_factory.mktemp("sentences")
+    for split, size, seed in (("train", 90, 1), ("dev", DEV_SENTENCES, 2)):
+        rng = random.Random(seed)
+        rows = ["sentence\tlabel"]
+        for _ in range(size):
+            label = rng.choice(["person", "place"])
+            words = [rng.choice(FILLER), rng.choice(PEOPLE if label == "person" else PLACES), rng.choice(FILLER)]
+            rows.append(f"{' '.join(words)}\t{label}")
+        (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def short_dev_conll(toy_data_dir, tmp_path_factory) -> Path:
+    """The toy CoNLL data with a dev set of DEV_SENTENCES sentences."""
+    folder = tmp_path_factory.mktemp("conll_short_dev")
+    for name in ("train.txt", "test.txt"):
+        (folder / name).write_text((toy_data_dir / name).read_text())
+    blocks = (toy_data_dir / "validation.txt").read_text().strip().split("\n\n")
+    kept, sentences = [], 0
+    for block in blocks:
+        is_sentence = not block.startswith("-DOCSTART-")
+        if is_sentence and sentences == DEV_SENTENCES:
+            break
+        kept.append(block)
+        sentences += is_sentence
+    (folder / "validation.txt").write_text("\n\n".join(kept) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("task", ["tagging", "sentence"])
+def test_every_mode_trains_under_two_processes_with_one_record_and_each_dev_example_scored_once(
+    mode, task, tiny_model_dir, short_dev_conll, sentence_files, tmp_path
+):
+    out = tmp_path / "runs"
+    if task == "tagging":
+        data = ["--data-dir", str(short_dev_conll), "--max-train-examples", "96"]
+    else:
+        data = [
+            "--task", "custom", "--train-file", str(sentence_files / "train.tsv"),
+            "--validation-file", str(sentence_files / "dev.tsv"), "--text-columns", "sentence",
+            "--label-column", "label",
+        ]  # fmt: skip
+    head = ["--lstm-hidden", "8"] if task == "tagging" and mode == "feature" else []
+    result = accelerate_launch(
+        ["--multi_gpu", "--num_processes", "2"],
+        [*MODES[mode], *data, *head, "--model", str(tiny_model_dir), "--output-dir", str(out),
+         "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "8", "--eval-batch-size", "8",
+         "--save-predictions"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "2 processes" in result.stderr  # the process count is logged at start
+    [record_path] = out.glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["distributed"]["num_processes"] == 2
+    assert record["final_lr"] == 0.0
+    if mode == "feature":
+        assert "not_trained" not in record["adaptation"] and record["encoder_unchanged"] is True
+    else:
+        # LoRA freezes every encoder weight itself, and adds no adapter to the pooler by default
+        unread = [] if mode == "lora" else POOLER
+        assert record["adaptation"]["not_trained"] == {"names": unread, "count": len(unread) and 32 * 32 + 32}
+        assert record["parameters"]["total"] - record["parameters"]["trainable"] >= 32 * 32 + 32
+    [dev_file] = out.glob("*.dev.*")
+    if task == "tagging":
+        assert dev_file.read_text().count("\n\n") == DEV_SENTENCES
+        gold = sum(v["support"] for v in record["metrics"]["dev"]["per_type"].values())
+        lines = [line.split() for line in dev_file.read_text().splitlines() if line]
+        assert gold == sum(gold_tag.startswith("B-") for _, gold_tag, _ in lines)
+    else:
+        predictions = [json.loads(line) for line in dev_file.read_text().splitlines()]
+        assert len(predictions) == DEV_SENTENCES
+        correct = sum(p["gold"] == p["predicted"] for p in predictions)
+        assert record["metrics"]["dev"]["accuracy"] == pytest.approx(correct / DEV_SENTENCES)
+
+
+def test_three_processes_train_every_window_and_end_the_schedule_at_zero(tiny_model_dir, toy_data_dir, tmp_path):
+    """41 training sentences in batches of 4: 11 batches, one short, cut into 12 (4 rounds of 3)."""
+    out = tmp_path / "runs"
+    result = accelerate_launch(
+        ["--multi_gpu", "--num_processes", "3"],
+        ["--mode", "feature", "--layers", "last", "--head", "linear", "--model", str(tiny_model_dir),
+         "--data-dir", str(toy_data_dir), "--max-train-examples", "41", "--output-dir", str(out),
+         "--cache-dir", str(tmp_path / "cache"), "--epochs", "6", "--batch-size", "4", "--lr", "1e-2"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads(next(out.glob("*.json")).read_text())
+    assert record["distributed"]["num_processes"] == 3
+    assert record["optimizer_steps_per_epoch"] == 4
+    assert record["final_lr"] == 0.0
