@@ -86,6 +86,32 @@ def test_a_line_missing_a_column_names_file_and_line(tmp_path):
     assert read_conll_file(two_columns, "train").sentences[0].tags == ["B-ORG", "O"]  # DOCSTART sets no width
 
 
+def test_a_non_breaking_space_stays_inside_its_word(tmp_path):
+    # columns are split at spaces and tabs only: U+00A0 is part of the word, not a fourth separator
+    text = "EU NNP B-NP B-ORG\nNew\u00a0York NNP I-NP B-LOC\nsays\tVBZ\tB-VP\tO\n"
+    split = read_conll_file(write(tmp_path / "nbsp.txt", text), "train")
+    assert [(s.words, s.tags) for s in split.sentences] == [(["EU", "New\u00a0York", "says"], ["B-ORG", "B-LOC", "O"])]
+    padded = write(tmp_path / "padded.txt", "EU B-ORG\u00a0\n")  # nor stripped: the tag is not IOB (shown escaped)
+    with pytest.raises(DataFormatError) as caught:
+        read_conll_file(padded, "train")
+    assert str(caught.value) == (
+        f"{padded}:1: 'B-ORG\\xa0' in the tag column is not an IOB tag (O, or B-, I-, E-, S- and a type such as "
+        "B-PER) in line 'EU B-ORG\\xa0'"
+    )
+
+
+def test_a_byte_that_is_not_utf8_names_the_file_and_its_line(tmp_path):
+    path = tmp_path / "latin1.txt"
+    body = b"".join(b"word%d NNP B-NP O\n" % index for index in range(5000))  # past the reader's first chunk
+    path.write_bytes(b"-DOCSTART- -X- -X- O\n\n" + body + "Z\u00fcrich NNP B-NP B-LOC\n".encode("latin-1"))
+    with pytest.raises(DataFormatError) as caught:
+        read_conll_file(path, "train")
+    assert str(caught.value) == (
+        f"{path}:5003: byte 0xfc is not UTF-8; data files must be UTF-8 encoded "
+        "(convert the file, e.g. with iconv, and read it again)"
+    )
+
+
 def _corpus_dir(tmp_path: Path, train: str, dev: str, test: str) -> Path:
     write(tmp_path / "train.txt", train)
     write(tmp_path / "validation.txt", dev)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -117,6 +118,137 @@ def test_unknown_extension_needs_a_delimiter(tmp_path):
     with pytest.raises(DataFormatError, match="one or two columns"):
         read_table(path, ["s", "t", "u"], "label", delimiter="|")
     assert read_table(path, ["s"], "label", delimiter="|")[0].label == "1"
+
+
+def error_of(call, *args, **kwargs) -> str:
+    """The message of the :class:`DataFormatError` that ``call(*args, **kwargs)`` raises."""
+    with pytest.raises(DataFormatError) as caught:
+        call(*args, **kwargs)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("a.tsv", "sentence\tlabel\ngood\tpos\nbad\tNaN\n"),
+        ("a.csv", "sentence,label\ngood,pos\nbad, nan \n"),
+    ],
+    ids=["tsv", "csv"],
+)
+def test_a_nan_label_is_a_missing_label_not_a_class(tmp_path, name, text):
+    path = write(tmp_path / name, text)
+    value = "NaN" if name.endswith(".tsv") else "nan"
+    assert error_of(read_table, path, ["sentence"], "label") == (
+        f"{path}:3: the label column 'label' is {value!r}, a missing label; give the example its label or remove it"
+    )
+
+
+def test_a_json_nan_label_bare_or_quoted_is_a_missing_label(tmp_path):
+    bare = write(tmp_path / "bare.jsonl", '{"t": "a", "y": "pos"}\n{"t": "b", "y": NaN}\n')
+    assert error_of(read_table, bare, ["t"], "y") == f"{bare}:2: the label 'y' is nan, a missing label"
+    quoted = write(tmp_path / "quoted.jsonl", '{"t": "a", "y": "pos"}\n\n{"t": "b", "y": "NaN"}\n')
+    assert error_of(read_table, quoted, ["t"], "y") == f"{quoted}:3: the label 'y' is 'NaN', a missing label"
+    infinite = write(tmp_path / "inf.jsonl", '{"t": "a", "y": Infinity}\n')
+    assert error_of(read_table, infinite, ["t"], "y") == f"{infinite}:1: the label 'y' is inf, not a finite number"
+
+
+def test_a_nan_among_integer_scores_is_an_error_not_a_classification(tmp_path):
+    scores = "".join(f"s{score}\t{score}\n" for score in range(21))
+    dev = write(tmp_path / "dev.tsv", "text\tscore\nx\t3\ny\t17\n")
+    clean = write(tmp_path / "clean.tsv", "text\tscore\n" + scores)
+    assert load_custom(clean, dev, text_columns=["text"], label_column="score").is_regression  # 21 distinct
+    train = write(tmp_path / "train.tsv", "text\tscore\n" + scores + "s21\tNaN\n")
+    assert error_of(load_custom, train, dev, text_columns=["text"], label_column="score") == (
+        f"{train}:23: the label column 'score' is 'NaN', a missing label; give the example its label or remove it"
+    )
+
+
+@pytest.mark.parametrize("name", ["a.tsv", "a.csv"])
+def test_a_header_repeated_inside_the_file_is_an_error(tmp_path, name):
+    separator = "\t" if name.endswith(".tsv") else ","
+    lines = [["sentence", "label"], ["good", "pos"], ["bad", "neg"], ["sentence", "label"], ["fine", "pos"]]
+    path = write(tmp_path / name, "".join(separator.join(line) + "\n" for line in lines))
+    assert error_of(read_table, path, ["sentence"], "label") == (
+        f"{path}:4: the row repeats the header (line 1); a file has one header row, its first "
+        "(were files joined without removing the later headers?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "line", "shown", "first"),
+    [
+        (["0", "1", '"pos"', '"neg"'], 3, "a string ('pos')", "numbers"),
+        (['"1"', '"0"', "1"], 3, "a number (1)", "strings"),
+        (["true", "false", "0"], 3, "a number (0)", "booleans"),
+        (["1", "true"], 2, "a boolean (True)", "numbers"),
+    ],
+    ids=["numbers-then-strings", "strings-then-a-number", "booleans-then-a-number", "a-number-then-a-boolean"],
+)
+def test_json_labels_of_mixed_types_name_the_first_line_that_differs(tmp_path, labels, line, shown, first):
+    text = "".join(f'{{"t": "x{index}", "y": {label}}}\n' for index, label in enumerate(labels))
+    path = write(tmp_path / "a.jsonl", text)
+    assert error_of(read_table, path, ["t"], "y") == (
+        f"{path}:{line}: the label 'y' is {shown}, but the labels before it are {first} (from line 1); "
+        "a file's JSON labels must all be of one type (numbers, strings or booleans)"
+    )
+
+
+def test_a_word_among_regression_scores_names_its_own_file_and_line(tmp_path):
+    train = write(
+        tmp_path / "train.tsv", "text\tscore\n" + "".join(f"s{i}\t{i / 4}\n" for i in range(14)) + "z\thigh\n"
+    )
+    dev = write(tmp_path / "dev.tsv", "text\tscore\nx\t0.3\ny\t4.9\n")
+    inferred = error_of(load_custom, train, dev, text_columns=["text"], label_column="score")
+    assert inferred == (
+        f"{train}:16: label 'high' in split 'train' is not a finite number, but the training labels hold 14 "
+        "distinct numbers, so the task is taken for regression; correct the label, or declare the task "
+        "classification (--no-regression) if the labels are classes"
+    )
+    declared = error_of(load_custom, train, dev, text_columns=["text"], label_column="score", regression=True)
+    assert declared == f"{train}:16: label 'high' in split 'train' is not a number (regression)"
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "row"),
+    [
+        ("a.tsv", b"text\tlabel\n", b"%s\tpos\n"),
+        ("a.csv", b"text,label\n", b"%s,pos\n"),
+        ("a.jsonl", b"", b'{"text": "%s", "label": "pos"}\n'),
+    ],
+    ids=["tsv", "csv", "jsonl"],
+)
+def test_a_byte_that_is_not_utf8_names_the_file_and_its_line(tmp_path, name, header, row):
+    # far past the reader's first chunk, so the line is counted in the file, not in a buffer
+    lines = [row % b"fine words" for _ in range(6000)] + [row % "caf\u00e9 au lait".encode("latin-1")]
+    path = tmp_path / name
+    path.write_bytes(header + b"".join(lines) + row % b"last")
+    line = 6001 + (1 if header else 0)
+    assert error_of(read_table, path, ["text"], "label") == (
+        f"{path}:{line}: byte 0xe9 is not UTF-8; data files must be UTF-8 encoded "
+        "(convert the file, e.g. with iconv, and read it again)"
+    )
+
+
+def test_empty_texts_are_counted_in_the_data_summary_and_warned_about(tmp_path, tiny_tokenizer, caplog):
+    from bertprobe.tasks.classification import SequenceTask
+
+    train = write(tmp_path / "train.tsv", "a\tb\ty\nfine\tpair\tpos\n\tno first\tneg\nno second\t \tpos\n")
+    dev = write(tmp_path / "dev.tsv", "a\tb\ty\nfine\tpair\tneg\n")
+    test = write(tmp_path / "test.tsv", "a\tb\ty\n\t\tneg\n")
+    corpus = load_custom(train, dev, test, text_columns=["a", "b"], label_column="y")
+    with caplog.at_level(logging.WARNING, logger="bertprobe.tasks.classification"):
+        task = SequenceTask("custom", corpus, tiny_tokenizer, 32, "first", "accuracy", None, None, 0)
+    assert task.data_summary()["empty_texts"] == {"train": 2, "validation": 0, "test": 1}
+    assert [record.getMessage() for record in caplog.records] == [
+        f"custom: examples with an empty text (train 2, test 1; first at {train}:3, {train}:4, {test}:2); "
+        "they are kept, and counted in the run record under data.empty_texts"
+    ]
+    caplog.clear()
+    clean = load_custom(dev, dev, text_columns=["a", "b"], label_column="y")
+    with caplog.at_level(logging.WARNING, logger="bertprobe.tasks.classification"):
+        quiet = SequenceTask("custom", clean, tiny_tokenizer, 32, "first", "accuracy", None, None, 0)
+    assert quiet.data_summary()["empty_texts"] == {"train": 0, "validation": 0}
+    assert caplog.records == []
 
 
 # --------------------------------------------------------------------------- build_corpus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from bertprobe.tasks.base import Task, select_training_examples
 from bertprobe.tasks.sequence import SequenceCorpus
 
 POOLING_MODES = ("first", "mean")
+
+logger = logging.getLogger(__name__)
 
 
 class SequenceTask(Task):
@@ -46,6 +49,7 @@ class SequenceTask(Task):
         self.primary_metric = primary_metric
         self.positive_label = positive_label
         self.truncated: dict[str, int] = {}
+        self.empty_texts = _count_empty_texts(name, corpus)
         self.windows = {
             split: self._encode(split, tokenizer, max_length) for split in corpus.splits if corpus.splits[split]
         }
@@ -111,6 +115,21 @@ class SequenceTask(Task):
             "examples": {split: len(s.examples) for split, s in self.corpus.splits.items()},
             "examples_trained": len(self.windows["train"]),
             "truncated": self.truncated,
+            "empty_texts": self.empty_texts,
             "pair": self.corpus.is_pair,
             "regression": self.is_regression,
         }
+
+
+def _count_empty_texts(name: str, corpus: SequenceCorpus) -> dict[str, int]:
+    """Per split, how many examples have an empty or blank text; a warning names the first few."""
+    sources = corpus.empty_texts()
+    counts = {split: len(found) for split, found in sources.items()}
+    if any(counts.values()):
+        first = [source for found in sources.values() for source in found][:3]
+        per_split = ", ".join(f"{split} {count}" for split, count in counts.items() if count)
+        logger.warning(
+            f"{name}: examples with an empty text ({per_split}; first at {', '.join(first)}); "
+            "they are kept, and counted in the run record under data.empty_texts"
+        )
+    return counts

@@ -7,7 +7,8 @@ batching) is shared.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,40 @@ SPLIT_FILE_NAMES = {
 }
 
 
+#: What separates CoNLL columns: runs of ordinary spaces and tabs, never other Unicode spaces.
+COLUMN_SEPARATOR = re.compile(r"[ \t]+")
+#: What :func:`read_conll_file` strips from each end of a line (line ends included).
+_LINE_PADDING = " \t\r\n"
+
+
 class DataFormatError(ValueError):
     """Input data that cannot be read; the message names the file and line."""
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The lines of a UTF-8 text file numbered from 1 (a byte order mark dropped); a byte
+    that is not UTF-8 raises :func:`not_utf8_error`'s error instead of ``UnicodeDecodeError``."""
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            yield from enumerate(handle, start=1)
+    except UnicodeDecodeError as error:
+        raise not_utf8_error(path, error) from error
+
+
+def not_utf8_error(path: Path, error: UnicodeDecodeError) -> DataFormatError:
+    """The :class:`DataFormatError` for a file that failed to decode as UTF-8: it names the
+    file, the line (counted at ``\\n``) and the first byte that is not UTF-8."""
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                byte = raw[bad.start : bad.start + 1].hex()
+                return DataFormatError(
+                    f"{path}:{line_number}: byte 0x{byte} is not UTF-8; data files must be UTF-8 encoded "
+                    "(convert the file, e.g. with iconv, and read it again)"
+                )
+    return DataFormatError(f"{path}: not UTF-8 ({error.reason}); data files must be UTF-8 encoded")
 
 
 @dataclass
@@ -81,13 +114,17 @@ class TaggedCorpus:
 
 
 def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> TaggedSplit:
-    """Read a whitespace-separated column file: a word first, the tag in ``tag_column``.
+    """Read a column file: a word first, the tag in ``tag_column``.
 
-    Blank lines end sentences; ``-DOCSTART-`` lines start documents. A line with a
-    single column, a line with another number of columns than the file's first (CoNLL-2003
-    has four: a line that lost its NER tag would otherwise pass its chunk tag, ``I-NP``,
-    off as an entity), or a tag that is not IOB-shaped (``O``, ``B-X``, ``I-X``, ``E-X``,
-    ``S-X``), is an error naming the file and line.
+    Columns are separated by runs of ordinary spaces and tabs only (:data:`COLUMN_SEPARATOR`).
+    Other Unicode spaces, such as the non-breaking space U+00A0, are part of the word they
+    stand in: ``New York B-LOC`` with a non-breaking space inside ``New York`` is one word
+    and a tag, not three columns. The file must be UTF-8. Blank lines end sentences;
+    ``-DOCSTART-`` lines start documents. A byte that is not UTF-8, a line with a single
+    column, a line with another number of columns than the file's first (CoNLL-2003 has
+    four: a line that lost its NER tag would otherwise pass its chunk tag, ``I-NP``, off as
+    an entity), or a tag that is not IOB-shaped (``O``, ``B-X``, ``I-X``, ``E-X``, ``S-X``),
+    is an error naming the file and line.
     """
     split = TaggedSplit(split_name)
     document = 0
@@ -103,41 +140,40 @@ def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> Tagged
             split.sentences.append(Sentence(words, tags, document, f"{path}:{start_line}"))
         words, tags = [], []
 
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line:
-                flush()
-                continue
-            columns = line.split()
-            if columns[0] == DOCSTART:
-                flush()
-                if seen_content_in_document:
-                    document += 1
-                seen_content_in_document = False
-                continue
-            if len(columns) < 2:
-                raise DataFormatError(
-                    f"{path}:{line_number}: expected a word and a tag separated by whitespace, got {raw.rstrip()!r}"
-                )
-            if first_width is None:
-                first_width = len(columns), line_number
-            elif len(columns) != first_width[0]:
-                raise DataFormatError(
-                    f"{path}:{line_number}: {len(columns)} columns, but the file's lines have {first_width[0]} "
-                    f"(from line {first_width[1]}): a column is missing or extra in {raw.rstrip()!r}"
-                )
-            tag = columns[tag_column]
-            if not _is_iob_tag(tag):
-                raise DataFormatError(
-                    f"{path}:{line_number}: {tag!r} in the tag column is not an IOB tag "
-                    f"(O, or B-, I-, E-, S- and a type such as B-PER) in line {raw.rstrip()!r}"
-                )
-            if not words:
-                start_line = line_number
-            words.append(columns[0])
-            tags.append(tag)
-            seen_content_in_document = True
+    for line_number, raw in numbered_lines(path):
+        line = raw.strip(_LINE_PADDING)
+        if not line:
+            flush()
+            continue
+        columns = COLUMN_SEPARATOR.split(line)
+        if columns[0] == DOCSTART:
+            flush()
+            if seen_content_in_document:
+                document += 1
+            seen_content_in_document = False
+            continue
+        if len(columns) < 2:
+            raise DataFormatError(
+                f"{path}:{line_number}: expected a word and a tag separated by spaces or tabs, got {line!r}"
+            )
+        if first_width is None:
+            first_width = len(columns), line_number
+        elif len(columns) != first_width[0]:
+            raise DataFormatError(
+                f"{path}:{line_number}: {len(columns)} columns, but the file's lines have {first_width[0]} "
+                f"(from line {first_width[1]}): a column is missing or extra in {line!r}"
+            )
+        tag = columns[tag_column]
+        if not _is_iob_tag(tag):
+            raise DataFormatError(
+                f"{path}:{line_number}: {tag!r} in the tag column is not an IOB tag "
+                f"(O, or B-, I-, E-, S- and a type such as B-PER) in line {line!r}"
+            )
+        if not words:
+            start_line = line_number
+        words.append(columns[0])
+        tags.append(tag)
+        seen_content_in_document = True
     flush()
     return split
 
@@ -158,7 +194,11 @@ def write_conll_file(path: Path, sentences: Sequence[Sentence]) -> None:
 
 
 def _is_iob_tag(tag: str) -> bool:
-    return tag == "O" or (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-")
+    """``O``, or ``B-``, ``I-``, ``E-`` or ``S-`` and a type without whitespace (a stray
+    non-breaking space after ``B-ORG`` would otherwise make a class of its own)."""
+    if tag == "O":
+        return True
+    return len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-" and not any(char.isspace() for char in tag)
 
 
 def find_split_file(data_dir: Path, split: str) -> Path:

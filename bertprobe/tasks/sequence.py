@@ -25,10 +25,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bertprobe.tasks.conll import DataFormatError
+from bertprobe.tasks.conll import DataFormatError, not_utf8_error
 
 #: More distinct numeric training labels than this makes an undeclared task regression.
 REGRESSION_MIN_DISTINCT = 10
+
+#: Label texts that stand for a missing label (compared case-insensitively): pandas and
+#: spreadsheets write a missing value as ``NaN``, and a class of that name would be silent
+#: corruption, so such a label is an error, as an empty one is.
+MISSING_LABEL_TEXTS = frozenset({"nan"})
 
 
 @dataclass
@@ -58,6 +63,19 @@ class SequenceCorpus:
     is_regression: bool
     #: Class names in label-id order; empty for regression.
     label_list: list[str]
+
+    def empty_texts(self) -> dict[str, list[str]]:
+        """Per split, where (``file:line``) each example with an empty or blank text is (either
+        text of a pair). Such examples are kept: the model sees little more than its special
+        tokens for them."""
+        return {
+            name: [
+                example.source
+                for example in split.examples
+                if not example.text_a.strip() or (example.text_b is not None and not example.text_b.strip())
+            ]
+            for name, split in self.splits.items()
+        }
 
     @property
     def is_pair(self) -> bool:
@@ -92,15 +110,31 @@ def read_table(
     tab for ``.tsv`` and a comma for ``.csv``; ``quoting_off`` defaults to on for tabs (quote
     characters are literal, as GLUE's readers take them) and off for commas (standard CSV
     quoting, so a quoted field may hold commas). A byte order mark, CRLF line ends and
-    blank lines are accepted. A missing column in the header, a row with the wrong number
-    of fields, or an empty label raises :class:`DataFormatError` naming the file, the
-    1-based line and the column. Labels are returned as strings.
+    blank lines are accepted. The file must be UTF-8. A byte that is not, a missing column
+    in the header, the header repeated further down, a row with the wrong number of fields,
+    an empty label or a missing one (``NaN``, :data:`MISSING_LABEL_TEXTS`), or JSON labels
+    of mixed types (numbers and strings, say), raises :class:`DataFormatError` naming the
+    file, the 1-based line and the reason. Labels are returned as strings.
     """
     file = Path(path)
     if not 1 <= len(text_columns) <= 2:
         raise DataFormatError(f"text_columns must name one or two columns, got {text_columns!r}")
     if not file.is_file():
         raise FileNotFoundError(f"data file {file} does not exist")
+    try:
+        return _read_file(file, text_columns, label_column, delimiter, quoting_off, column_names)
+    except UnicodeDecodeError as error:
+        raise not_utf8_error(file, error) from error
+
+
+def _read_file(
+    file: Path,
+    text_columns: list[str],
+    label_column: str,
+    delimiter: str | None,
+    quoting_off: bool | None,
+    column_names: list[str] | None,
+) -> list[SequenceExample]:
     suffix = file.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return _read_json_lines(file, text_columns, label_column)
@@ -152,6 +186,11 @@ def _read_delimited(
                 header_line = line
                 indices, label_index = _column_indices(file, header, text_columns, label_column, header_line)
                 continue
+            if header_line and [value.strip() for value in row] == header:
+                raise DataFormatError(
+                    f"{file}:{line}: the row repeats the header (line {header_line}); a file has one header row, "
+                    "its first (were files joined without removing the later headers?)"
+                )
             if len(row) != len(header):
                 where = f"the header at line {header_line}" if header_line else "the given column names"
                 raise DataFormatError(
@@ -161,6 +200,11 @@ def _read_delimited(
             label = row[label_index].strip()
             if not label:
                 raise DataFormatError(f"{file}:{line}: the label column {label_column!r} is empty")
+            if is_missing_label(label):
+                raise DataFormatError(
+                    f"{file}:{line}: the label column {label_column!r} is {label!r}, a missing label; "
+                    "give the example its label or remove it"
+                )
             texts = [row[index] for index in indices]
             examples.append(SequenceExample(texts[0], texts[1] if len(texts) > 1 else None, label, f"{file}:{line}"))
     if header is None:
@@ -180,8 +224,14 @@ def _column_indices(
     return [header.index(name) for name in text_columns], header.index(label_column)
 
 
+def is_missing_label(text: str) -> bool:
+    """Whether a label text stands for a missing label (:data:`MISSING_LABEL_TEXTS`)."""
+    return text.strip().lower() in MISSING_LABEL_TEXTS
+
+
 def _read_json_lines(file: Path, text_columns: list[str], label_column: str) -> list[SequenceExample]:
     examples: list[SequenceExample] = []
+    first_type: tuple[str, int] | None = None  # the JSON type of the file's first label, and its line
     with file.open(encoding="utf-8-sig", newline="") as handle:
         for line, raw in enumerate(_physical_lines(handle), start=1):
             if not raw.strip():
@@ -201,6 +251,15 @@ def _read_json_lines(file: Path, text_columns: list[str], label_column: str) -> 
                     raise DataFormatError(f"{file}:{line}: no key {name!r}; available keys: {sorted(record)}")
             texts = [_json_text(file, line, name, record[name]) for name in text_columns]
             label = _json_label(file, line, label_column, record[label_column])
+            kind = _json_type(record[label_column])
+            if first_type is None:
+                first_type = kind, line
+            elif kind != first_type[0]:
+                raise DataFormatError(
+                    f"{file}:{line}: the label {label_column!r} is a {kind} ({record[label_column]!r}), but the "
+                    f"labels before it are {first_type[0]}s (from line {first_type[1]}); a file's JSON labels must "
+                    "all be of one type (numbers, strings or booleans)"
+                )
             examples.append(SequenceExample(texts[0], texts[1] if len(texts) > 1 else None, label, f"{file}:{line}"))
     return examples
 
@@ -225,9 +284,27 @@ def _json_text(file: Path, line: int, name: str, value: object) -> str:
     raise DataFormatError(f"{file}:{line}: the text in {name!r} is {value!r}, not a string")
 
 
+def _json_type(value: object) -> str:
+    """The JSON type of a label that :func:`_json_label` accepted: boolean, number or string."""
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, (int, float)) else "string"
+
+
+def _json_missing(value: object) -> bool:
+    """Whether a JSON label stands for a missing one: ``NaN`` (bare, as pandas writes it, or quoted)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and is_missing_label(value)
+
+
 def _json_label(file: Path, line: int, name: str, value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
+    if _json_missing(value):
+        raise DataFormatError(f"{file}:{line}: the label {name!r} is {value!r}, a missing label")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataFormatError(f"{file}:{line}: the label {name!r} is {value!r}, not a finite number")
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, str) and value.strip():
@@ -266,22 +343,21 @@ def build_corpus(
     """Check the splits and settle the task type and label list.
 
     ``splits`` must hold ``train``. With ``regression=None`` the task is regression when
-    every training label is a number and there are more than
-    :data:`REGRESSION_MIN_DISTINCT` distinct values. A regression corpus has float labels
-    (a non-numeric label is an error). A classification corpus has string labels and
-    its ``label_list`` is ``label_list`` when given (every label must be in it), else the
-    training labels sorted (numerically when all look like numbers). An empty split, or a
-    label in another split that train never shows, raises :class:`DataFormatError`.
+    the training labels hold more than :data:`REGRESSION_MIN_DISTINCT` distinct numbers
+    (:func:`infer_regression`). A regression corpus has float labels (a label that is not
+    a finite number is an error naming its own file and line). A classification corpus has
+    string labels and its ``label_list`` is ``label_list`` when given (every label must be
+    in it), else the training labels sorted (numerically when all look like numbers). An
+    empty split, or a label in another split that train never shows, raises
+    :class:`DataFormatError`.
     """
     if "train" not in splits:
         raise ValueError(f"build_corpus needs a 'train' split, got {sorted(splits)}")
     for name, examples in splits.items():
         if not examples:
             raise DataFormatError(f"split {name!r} of {source} has no examples")
-    train_labels = [example.label for example in splits["train"]]
     if regression is None:
-        numbers = [_as_float(label) for label in train_labels]
-        regression = all(number is not None for number in numbers) and len(set(numbers)) > REGRESSION_MIN_DISTINCT
+        regression = infer_regression(splits["train"])
 
     if regression:
         result = {
@@ -324,6 +400,27 @@ def build_corpus(
             )
     result = {name: SequenceSplit(name, examples) for name, examples in converted.items()}
     return SequenceCorpus(result, source=source, is_regression=False, label_list=labels)
+
+
+def infer_regression(train: Sequence[SequenceExample]) -> bool:
+    """Whether an undeclared task is regression: its training labels hold more than
+    :data:`REGRESSION_MIN_DISTINCT` distinct numbers.
+
+    Then every training label must be a number: one that is not (``high`` among scores) is
+    an error naming its file and line, not a reason to read the scores as classes.
+    """
+    numbers = [_as_float(example.label) for example in train]
+    distinct = {number for number in numbers if number is not None}
+    if len(distinct) <= REGRESSION_MIN_DISTINCT:
+        return False
+    for example, number in zip(train, numbers, strict=True):
+        if number is None:
+            raise DataFormatError(
+                f"{example.source}: label {example.label!r} in split 'train' is not a finite number, but the "
+                f"training labels hold {len(distinct)} distinct numbers, so the task is taken for regression; "
+                "correct the label, or declare the task classification (--no-regression) if the labels are classes"
+            )
+    return True
 
 
 def _to_float_example(example: SequenceExample, split: str) -> SequenceExample:
