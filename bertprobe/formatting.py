@@ -20,13 +20,22 @@ class NoRecordsError(ValueError):
     """Nothing to tabulate or plot: a folder without any result record (or none of the kind)."""
 
 
-def mean_or_none(values: Sequence[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+def finite(values: Iterable[float | None]) -> list[float]:
+    """The values that are finite numbers, in order: ``None`` (a seed without the metric) and
+    NaN (a correlation over constant predictions, which the trainer records as NaN) left out."""
+    return [value for value in values if value is not None and math.isfinite(value)]
 
 
-def sample_std(values: Sequence[float]) -> float | None:
-    """Sample standard deviation (ddof=1); undefined (``None``) below two values."""
-    return statistics.stdev(values) if len(values) >= 2 else None
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """Mean of the finite values (:func:`finite`); ``None`` without any."""
+    kept = finite(values)
+    return statistics.fmean(kept) if kept else None
+
+
+def sample_std(values: Sequence[float | None]) -> float | None:
+    """Sample standard deviation (ddof=1) of the finite values; undefined (``None``) below two."""
+    kept = finite(values)
+    return statistics.stdev(kept) if len(kept) >= 2 else None
 
 
 def difference_of_means(values: Sequence[float], reference: Sequence[float]) -> tuple[float | None, float | None]:
@@ -35,8 +44,9 @@ def difference_of_means(values: Sequence[float], reference: Sequence[float]) -> 
     The two sets of seeds are independent runs, so the error of the difference is
     ``sqrt(s_a**2 / n_a + s_b**2 / n_b)`` (each ``s`` the sample std, as in Welch's test);
     it is undefined (``None``) when either side has fewer than two values, and the
-    difference itself when either side has none.
+    difference itself when either side has none. Only finite values count (:func:`finite`).
     """
+    values, reference = finite(values), finite(reference)
     mean, reference_mean = mean_or_none(values), mean_or_none(reference)
     if mean is None or reference_mean is None:
         return None, None
@@ -55,8 +65,9 @@ def welch_p_value(values: Sequence[float], reference: Sequence[float]) -> float 
     ``b = s_b**2 / n_b``: with few seeds on a side they are few, and a difference of two
     standard errors is far from significant (two fine-tuning seeds against five give about
     two degrees of freedom, where ``|t|`` must pass 4.3 for ``p < 0.05``). Undefined
-    (``None``) below two values on either side, or when neither side varies.
+    (``None``) below two finite values on either side, or when neither side varies.
     """
+    values, reference = finite(values), finite(reference)
     difference, error = difference_of_means(values, reference)
     if difference is None or not error:  # one value on a side, or neither side varies
         return None
@@ -77,15 +88,33 @@ def plain(value: object) -> str:
 
 
 def joined_scores(scores: Sequence[float | None]) -> str:
-    """Scores as one CSV cell, ``;``-separated in seed order, an empty entry where a seed has none."""
+    """Scores as one CSV cell, ``;``-separated in seed order, an empty entry where a seed has none
+    (``nan`` where its score is undefined)."""
     return ";".join("" if score is None else repr(score) for score in scores)
 
 
-def format_mean_std(values: Sequence[float]) -> str:
+def format_mean_std(values: Sequence[float | None]) -> str:
+    """``mean ± std`` of the finite values (``n/a`` for the std of one), ``—`` without any."""
     mean, std = mean_or_none(values), sample_std(values)
     if mean is None:
         return "—"
     return f"{mean:.2f} ± {'n/a' if std is None else f'{std:.2f}'}"
+
+
+def seed_count(scored: int, seeds: int) -> str:
+    """How many seeds a mean is over: ``3`` when every seed of the row has a finite score,
+    ``2 of 3`` when only some have one."""
+    return str(scored) if scored == seeds else f"{scored} of {seeds}"
+
+
+def format_seed_scores(values: Sequence[float | None], seeds: int) -> str:
+    """:func:`format_mean_std` of a row's scores (one per seed, ``seeds`` of them), followed
+    by ``(k of n)`` when only ``k`` of them are finite; ``—`` when none is."""
+    scored = len(finite(values))
+    if scored == 0:
+        return "—"
+    text = format_mean_std(values)
+    return text if scored == seeds else f"{text} ({seed_count(scored, seeds)})"
 
 
 def format_difference(difference: float | None, error: float | None) -> str:

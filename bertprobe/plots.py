@@ -9,7 +9,10 @@
   (:func:`plot_learning_curves`, data from :func:`learning_curves`).
 
 Scores are each task's primary dev metric in percent; bands and error bars are the sample
-standard deviation over seeds (none for one seed). Every PNG is written atomically.
+standard deviation over seeds (none for one seed). A seed whose score is missing or NaN
+(undefined) is left out of every point, and a point's ``n`` says how many seeds it is over
+(``n=2 of 3`` where some were left out); a point with none is not drawn. Every PNG is
+written atomically.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
-from bertprobe.formatting import NoRecordsError
+from bertprobe.formatting import NoRecordsError, finite, seed_count
 from bertprobe.results import temporary_beside
 from bertprobe.rows import (
     FINETUNE,
@@ -105,7 +108,7 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
         for x, mean, row in zip(positions, means, rows, strict=True):
             if mean is not None:  # the value inside the bar's foot, clear of error bars and paper ticks
                 axis.annotate(
-                    f"{mean:.1f}\nn={len(row.dev_f1)}",
+                    f"{mean:.1f}\nn={seed_count(len(row.dev_f1), len(row.records))}",
                     (x, bottom),
                     xytext=(0, 4),
                     textcoords="offset points",
@@ -224,7 +227,8 @@ class Reference:
 
 @dataclass(frozen=True)
 class CostPoint:
-    """One table row (configuration): mean train seconds, mean dev score, mean trainable parameters."""
+    """One table row (configuration): mean train seconds, mean dev score (over the ``n`` of
+    its ``seeds`` that have a finite one), mean trainable parameters."""
 
     section: SectionKey
     label: str
@@ -234,10 +238,12 @@ class CostPoint:
     std: float | None
     parameters: int | None
     n: int
+    seeds: int
 
 
 def _point(x: float, records: Sequence[Record]) -> CurvePoint | None:
-    scores = [score for record in records if (score := primary_score(record)) is not None]
+    """The point of ``records`` at ``x``: over the seeds with a finite score; ``None`` without any."""
+    scores = finite(primary_score(record) for record in records)
     if not scores:
         return None
     return CurvePoint(x, statistics.fmean(scores), statistics.stdev(scores) if len(scores) > 1 else None, len(scores))
@@ -312,7 +318,7 @@ def layer_curves(records: Iterable[Record]) -> tuple[list[Curve], list[Reference
 
 
 def cost_points(records: Iterable[Record]) -> list[CostPoint]:
-    """One point per table row that has both a train time and a dev score."""
+    """One point per table row that has both a train time and a finite dev score."""
     points = []
     for section, rows in group_rows(records).items():
         for row in rows:
@@ -330,6 +336,7 @@ def cost_points(records: Iterable[Record]) -> list[CostPoint]:
                     row.dev_primary_std,
                     round(statistics.fmean(parameters)) if parameters else None,
                     len(row.dev_primary),
+                    len(row.records),
                 )
             )
     return points
@@ -449,7 +456,8 @@ def plot_cost(records: Iterable[Record], path: str | Path) -> Path:
         colors = colors_by_system([point.system for point in mine])
         for number, (point, color) in enumerate(zip(mine, colors, strict=True), start=1):
             area = 30.0 + 400.0 * math.sqrt((point.parameters or 1) / largest)
-            label = f"{number}: {point.label} ({_parameters_text(point.parameters)}, n={point.n})"
+            count = seed_count(point.n, point.seeds)
+            label = f"{number}: {point.label} ({_parameters_text(point.parameters)}, n={count})"
             axis.scatter(
                 [point.seconds], [point.score], s=area, color=color, alpha=0.7, edgecolors="black", label=label
             )

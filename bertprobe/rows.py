@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.formatting import difference_of_means, mean_or_none, plain, sample_std, welch_p_value
+from bertprobe.formatting import difference_of_means, finite, mean_or_none, plain, sample_std, welch_p_value
 
 FINETUNE = "finetune"
 LORA = "lora"
@@ -308,12 +308,13 @@ class Row:
         return self.primary_scores("dev")
 
     def primary_scores(self, split: str) -> list[float]:
-        """Each seed's primary metric on ``split`` in percent, skipping seeds without one."""
-        return [score for score in self.primary_per_seed(split) if score is not None]
+        """Each seed's primary metric on ``split`` in percent, skipping seeds without a finite
+        one (no metric recorded, or NaN: a correlation over constant predictions)."""
+        return finite(self.primary_per_seed(split))
 
     def f1_scores(self, split: str) -> list[float]:
-        """Each seed's entity F1 on ``split`` in percent, skipping seeds without one."""
-        return [score for score in self.f1_per_seed(split) if score is not None]
+        """Each seed's entity F1 on ``split`` in percent, skipping seeds without a finite one."""
+        return finite(self.f1_per_seed(split))
 
     @property
     def dev_primary_mean(self) -> float | None:
@@ -329,7 +330,8 @@ class Row:
 
     def f1_per_seed(self, split: str) -> list[float | None]:
         """Each record's entity F1 on ``split`` in percent, in the order of :attr:`seeds`
-        (``None`` where a record has none), so that a seed's score stays beside its seed."""
+        (``None`` where a record has none, NaN where it is undefined), so that a seed's score
+        stays beside its seed."""
         return [record_f1(record, split) for record in self.records]
 
     def primary_per_seed(self, split: str) -> list[float | None]:

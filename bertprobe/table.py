@@ -4,10 +4,12 @@ One section per (model, task, data, context) (see :mod:`bertprobe.rows` for how 
 become rows). Numbers are F1 in percent. ``mean ± std`` uses the sample standard deviation
 (``ddof=1``). With a single seed the standard deviation is undefined: the Markdown shows
 ``n/a`` in its place (``95.12 ± n/a``), the CSV leaves ``dev_f1_std`` empty, and the plot
-draws no error bar. Beneath the main table, every other row is set against full
-fine-tuning (:func:`bertprobe.rows.finetuning_gaps`: the difference of means with its
-standard error, and the paper's difference); then, for ``last4weighted`` and
-``allweighted`` rows, the learned layer weights.
+draws no error bar. A seed whose score is missing or NaN (undefined) is left out of the mean
+and std: the cell then says how many seeds it is over (``95.12 ± 0.40 (2 of 3)``), and shows
+``—`` when none has a score; the Seeds column counts every record. Beneath the main table,
+every other row is set against full fine-tuning (:func:`bertprobe.rows.finetuning_gaps`:
+the difference of means with its standard error, and the paper's difference); then, for
+``last4weighted`` and ``allweighted`` rows, the learned layer weights.
 
 The other layout, ``tasks`` (:mod:`bertprobe.tasks_table`), puts the systems of one model
 side by side across tasks. :data:`LAYOUTS` names both for ``bertprobe table --layout``.
@@ -23,10 +25,10 @@ from bertprobe.formatting import (
     RESUMED_NOTE,
     NoRecordsError,
     format_difference,
-    format_mean_std,
     format_optional,
     format_p_value,
     format_parameters,
+    format_seed_scores,
     format_train_time,
     joined_scores,
     markdown_table,
@@ -105,12 +107,20 @@ def section_heading(section: SectionKey, rows: Sequence[Row]) -> str:
     )
 
 
+#: Explains the ``(k of n)`` of a score cell; printed under a table that shows one.
+SCORED_NOTE = (
+    "`(k of n)`: only k of the row's n seeds (the Seeds column) have a finite F1 (a record may lack the metric, "
+    "or hold NaN where it is undefined): the mean, the std and the comparisons with fine-tuning are over those k; "
+    "`—`: no seed has one."
+)
+
+
 def _main_lines(rows: Sequence[Row]) -> list[list[str]]:
     return [
         [
             row.label,
-            format_mean_std(row.dev_f1),
-            format_mean_std(row.test_f1),
+            format_seed_scores(row.f1_per_seed("dev"), len(row.records)),
+            format_seed_scores(row.f1_per_seed("test"), len(row.records)),
             _format_seeds(row),
             format_optional(row.paper_dev_f1, ".1f"),
             format_optional(row.delta_dev, "+.2f"),
@@ -190,6 +200,11 @@ def _weights_lines(rows: Sequence[Row]) -> list[str]:
     ]
 
 
+def _partly_scored(row: Row) -> bool:
+    """Whether some but not all of the row's seeds have a finite dev or test F1 (a ``(k of n)`` cell)."""
+    return any(0 < len(row.f1_scores(split)) < len(row.records) for split in ("dev", "test"))
+
+
 def render_markdown(records: Iterable[Record]) -> str:
     """One section per (model, task, data, context): heading, main table, notes, and the
     learned layer weights where any row has them."""
@@ -209,6 +224,8 @@ def render_markdown(records: Iterable[Record]) -> str:
         else:
             note += f" The paper's Table 7 is {PAPER_TASK} only: no paper values here."
         lines += ["", note]
+        if any(_partly_scored(row) for row in rows):
+            lines += ["", SCORED_NOTE]
         if any(row.resumed_seeds for row in rows):
             lines += ["", RESUMED_NOTE]
         lines += _gap_lines(rows)

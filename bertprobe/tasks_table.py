@@ -4,11 +4,12 @@ One section per model; a row per system (fine-tuning, partial, LoRA, each featur
 strategy), a column per task. A column is a (task, data source, primary metric): two data
 sources of one task are two columns, never averaged together. A cell averages the seeds of
 one system on one task, scored by the task's own primary dev metric
-(``record["task"]["primary_metric"]``: accuracy, F1, MCC...); the settings that differ
-between the records of one system on one task split the system into labelled rows, so a
-cell never mixes them. Every other system is then set against fine-tuning on each task
-(the difference of means with its standard error), and a cost table (trainable
-parameters, train time, examples/s, peak memory) follows.
+(``record["task"]["primary_metric"]``: accuracy, F1, MCC...) over the seeds whose score is
+finite (``n=2 of 3`` where one is missing or NaN, ``— (n=0 of 3)`` where none is); the
+settings that differ between the records of one system on one task split the system into
+labelled rows, so a cell never mixes them. Every other system is then set against
+fine-tuning on each task (the difference of means with its standard error), and a cost
+table (trainable parameters, train time, examples/s, peak memory) follows.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bertprobe.formatting import (
     markdown_table,
     mean_or_none,
     plain,
+    seed_count,
     write_csv,
 )
 from bertprobe.rows import (
@@ -241,9 +243,23 @@ def _splitting_keys(
 
 
 def _format_cell(row: Row | None) -> str:
-    if row is None or not row.dev_primary:
+    """``mean ± std (n=k)`` over the seeds with a finite score; ``(n=k of N)`` when only k of
+    the cell's N seeds have one (``— (n=0 of N)`` when none has); ``—`` when not run."""
+    if row is None:
         return "—"
-    return f"{format_mean_std(row.dev_primary)} (n={len(row.dev_primary)})"
+    return f"{format_mean_std(row.dev_primary)} (n={seed_count(len(row.dev_primary), len(row.records))})"
+
+
+def _partly_scored(section: TaskSection) -> bool:
+    """Whether some cell of the section has seeds without a finite score (an ``n=k of N`` cell)."""
+    return any(len(cell.dev_primary) < len(cell.records) for row in section.rows for cell in row.cells.values())
+
+
+TASKS_SCORED_NOTE = (
+    "`(n=k of N)`: only k of the cell's N seeds have a finite score (a correlation over constant predictions is "
+    "undefined, NaN; a record may lack the metric): the mean, the std and the comparison with fine-tuning are over "
+    "those k; `— (n=0 of N)`: none has one."
+)
 
 
 def _format_memory(peak: tuple[str, int] | None) -> str:
@@ -277,7 +293,10 @@ TASKS_GAP_NOTE = (
 
 
 def _gap_text(gap: FinetuningGap) -> str:
-    """``+1.23 ± 0.40 (p 0.031)``; the p is left out where it is undefined."""
+    """``+1.23 ± 0.40 (p 0.031)``; the p is left out where it is undefined; ``n/a`` where the
+    cell has no seed with a finite score (its fine-tuning reference always has one)."""
+    if gap.dev is None:
+        return "n/a"
     text = format_difference(gap.dev, gap.dev_error)
     return text if gap.dev_p is None else f"{text} (p {format_p_value(gap.dev_p)})"
 
@@ -319,6 +338,8 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
             "Each task's primary dev metric in %: mean ± sample std (ddof=1) over n seeds; `n/a`: one seed; "
             "`—`: not run. A task with several data sources has a column per source.",
         ]
+        if _partly_scored(section):
+            lines += ["", TASKS_SCORED_NOTE]
         if section.common:
             common = ", ".join(f"{key}={plain(value)}" for key, value in section.common.items())
             lines += ["", f"Every run: {common}."]

@@ -19,13 +19,14 @@ from bertprobe.table import render_markdown
 from bertprobe.tasks_table import (
     TASKS_CSV_COLUMNS,
     TASKS_GAP_NOTE,
+    TASKS_SCORED_NOTE,
     group_tasks,
     render_tasks_csv,
     render_tasks_markdown,
 )
 
 MODEL = "bert-base-cased"
-PRIMARY = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "f1", "conll2003": "f1"}
+PRIMARY = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "f1", "stsb": "pearson", "conll2003": "f1"}
 
 
 def record(
@@ -454,3 +455,103 @@ def test_tasks_layout_sets_each_system_against_fine_tuning_on_each_task():
     assert by_key[("lora", "rte")]["dev_delta_vs_finetuning_p"] == ""  # one LoRA seed
     assert by_key[("finetune", "rte")]["dev_delta_vs_finetuning"] == ""
     assert TASKS_GAP_NOTE not in render_tasks_markdown([record("rte", mode="feature"), record("sst2", mode="lora")])
+
+
+# ----------------------------------------------------------------------------- NaN and missing scores
+
+
+def nan_records() -> list[dict[str, object]]:
+    """STS-B: fine-tuning with a NaN Pearson (constant predictions) in two of three seeds,
+    LoRA with NaN in both of its seeds, a feature probe with three finite ones. RTE:
+    fine-tuning with one record whose metrics are empty, a probe, one LoRA seed."""
+    nan = math.nan
+    records = [
+        *(
+            record("stsb", seed=seed, dev={"pearson": value, "spearman": value, "mse": 1.0})
+            for seed, value in ((1, nan), (2, nan), (3, 0.71))
+        ),
+        *(record("stsb", mode="lora", seed=seed, dev={"pearson": nan}) for seed in (1, 2)),
+        *(
+            record("stsb", mode="feature", seed=seed, dev={"pearson": value})
+            for seed, value in ((1, 0.60), (2, 0.64), (3, 0.62))
+        ),
+        record("rte", seed=1, dev=scores(accuracy=0.60)),
+        record("rte", seed=2, dev=scores(accuracy=0.64)),
+        {**record("rte", seed=3), "metrics": {}},
+        *(
+            record("rte", mode="feature", seed=seed, dev=scores(accuracy=value))
+            for seed, value in ((1, 0.55), (2, 0.57))
+        ),
+        record("rte", mode="lora", seed=1, dev=scores(accuracy=0.50)),
+    ]
+    return records
+
+
+def test_nan_and_missing_scores_in_the_tasks_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from bertprobe.cli import main
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for index, run in enumerate(nan_records()):
+        (folder / f"run{index}.json").write_text(json.dumps(run), encoding="utf-8")  # NaN as JSON's NaN
+    assert main(["table", str(folder), "--layout", "tasks"]) == 0
+    text = capsys.readouterr().out
+    assert header(text) == ["System", "RTE acc", "STS-B Pearson r"]
+    # the mean and std are over the finite seeds, and the cell says how many of its seeds they are
+    assert body_rows(text) == {
+        "Fine-tuning": ["62.00 ± 2.83 (n=2 of 3)", "71.00 ± n/a (n=1 of 3)"],
+        "LoRA (r=8)": ["50.00 ± n/a (n=1)", "— (n=0 of 2)"],
+        "Last hidden": ["56.00 ± 1.41 (n=2)", "62.00 ± 2.00 (n=3)"],
+    }
+    assert f"\n\n{TASKS_SCORED_NOTE}\n\n" in text
+    assert TASKS_SCORED_NOTE not in render_tasks_markdown(tune_or_not_records())
+    # Welch needs two finite seeds a side: STS-B fine-tuning has one, LoRA's STS-B none at all
+    table = text.split(TASKS_GAP_NOTE)[1].split("\n\n")[1].splitlines()
+    gaps = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split(" | ")] for line in table[2:])}
+    p = ttest_ind([55, 57], [60, 64], equal_var=False).pvalue
+    assert gaps == {
+        "LoRA (r=8)": ["-12.00 ± n/a", "n/a"],
+        "Last hidden": [f"-6.00 ± {math.sqrt(2 / 2 + 8 / 2):.2f} (p {p:.3f})", "-9.00 ± n/a"],
+    }
+    target = tmp_path / "tasks.csv"
+    assert main(["table", str(folder), "--layout", "tasks", "--format", "csv", "--output", str(target)]) == 0
+    lines = {(line["strategy"], line["task"]): line for line in csv.DictReader(io.StringIO(target.read_text()))}
+
+    def per_seed(line: dict[str, str]) -> dict[str, str]:
+        return dict(zip(line["seed_values"].split(";"), line["dev_per_seed"].split(";"), strict=True))
+
+    stsb = lines[("finetune", "stsb")]
+    assert (stsb["seeds"], per_seed(stsb), stsb["dev_std"]) == ("3", {"1": "nan", "2": "nan", "3": "71.0"}, "")
+    assert float(stsb["dev_mean"]) == pytest.approx(71.0)
+    assert per_seed(lines[("finetune", "rte")]) == {"1": "60.0", "2": "64.0", "3": ""}
+    assert lines[("lora", "stsb")]["dev_mean"] == ""
+
+
+def test_nan_scores_are_skipped_by_every_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from bertprobe.cli import main
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for index, run in enumerate(nan_records()):
+        (folder / f"run{index}.json").write_text(json.dumps(run), encoding="utf-8")
+    png = tmp_path / "cost.png"
+    assert main(["plot", str(folder), "--kind", "cost", "--output", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    points = {(point.section.task, point.label): point for point in cost_points(nan_records())}
+    assert sorted(points) == [("rte", "Fine-tuning"), ("rte", "Last hidden"), ("rte", "LoRA (r=8)"),
+                              ("stsb", "Fine-tuning"), ("stsb", "Last hidden")]  # fmt: skip
+    fine = points[("stsb", "Fine-tuning")]
+    assert (fine.score, fine.std, fine.n, fine.seeds) == (pytest.approx(71.0), None, 1, 3)
+    # a NaN seed in a layer probe and in a learning curve is left out of its point
+    probes = probe_records()
+    probes[0]["metrics"]["dev"]["f1"] = math.nan  # layer 0, seed 1
+    curve = fraction_records()
+    curve[1]["metrics"]["dev"]["accuracy"] = math.nan  # fraction 0.1, seed 2
+    [layers], _ = layer_curves(probes)
+    assert (layers.points[0].mean, layers.points[0].n) == (pytest.approx(52.0), 1)
+    [fine_curve, _] = learning_curves(curve)
+    assert (fine_curve.points[0].mean, fine_curve.points[0].n) == (pytest.approx(50.0), 1)
+    records = probes + curve + nan_records()
+    for kind in ("table7", "layers", "curve"):
+        path = PLOTS[kind](records, tmp_path / f"{kind}.png")
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

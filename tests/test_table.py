@@ -625,3 +625,61 @@ def test_repeated_seeds_differing_parameter_counts_and_capped_training_sets_are_
     capped = [make_record(max_train_examples=100)]
     [[row]] = group_rows(capped).values()
     assert row.paper_dev_f1 is None  # the paper trained on all of CoNLL-2003
+
+
+def nan_and_empty_records() -> list[dict[str, object]]:
+    """Fine-tuning with one seed's dev F1 NaN; `last` with one record whose metrics are empty;
+    `embeddings` with no finite dev F1 at all."""
+    empty = make_record(mode="feature", layers="last", seed=3)
+    empty["metrics"] = {}
+    return [
+        make_record(seed=1, dev_f1=0.90, test_f1=0.80),
+        make_record(seed=2, dev_f1=math.nan, test_f1=0.83),
+        make_record(seed=3, dev_f1=0.94, test_f1=0.86),
+        make_record(mode="feature", layers="last", seed=1, dev_f1=0.88, test_f1=0.80),
+        make_record(mode="feature", layers="last", seed=2, dev_f1=0.86, test_f1=0.82),
+        empty,
+        make_record(mode="feature", layers="embeddings", seed=1, dev_f1=math.nan, test_f1=0.70),
+        make_record(mode="feature", layers="embeddings", seed=2, dev_f1=math.nan, test_f1=0.72),
+    ]
+
+
+def test_nan_and_missing_scores_are_left_out_and_counted(tmp_path: Path):
+    from bertprobe.table import SCORED_NOTE
+
+    records = load_records(write_records(tmp_path, nan_and_empty_records()))  # NaN goes through JSON
+    text = render_markdown(records)
+    assert markdown_rows(text) == [
+        ["Fine-tuning", "92.00 ± 2.83 (2 of 3)", "83.00 ± 3.00", "3", "96.4", "-4.40", "1,000", "10.0"],
+        ["Embeddings", "—", "71.00 ± 1.41", "2", "91.0", "—", "1,000", "10.0"],
+        ["Last hidden", "87.00 ± 1.41 (2 of 3)", "81.00 ± 1.41 (2 of 3)", "3", "94.9", "-7.90", "1,000", "10.0"],
+    ]
+    assert f"\n\n{SCORED_NOTE}\n\n" in text
+    assert SCORED_NOTE not in render_markdown(three_seed_finetune())
+    # Welch over the finite seeds only: `last` dev 88, 86 against 90, 94; Embeddings has no dev F1 to compare
+    dev_p = ttest_ind([88, 86], [90, 94], equal_var=False).pvalue
+    embeddings_p = ttest_ind([70, 72], [80, 83, 86], equal_var=False).pvalue
+    test_p = ttest_ind([80, 82], [80, 83, 86], equal_var=False).pvalue
+    assert markdown_rows(text, GAP_HEADER) == [
+        ["Embeddings", "—", "n/a", f"-12.00 ± {math.sqrt(2 / 2 + 9 / 3):.2f}", f"{embeddings_p:.3f}", "-5.4"],
+        [
+            "Last hidden",
+            f"-5.00 ± {math.sqrt(2 / 2 + 8 / 2):.2f}",
+            f"{dev_p:.3f}",
+            "-2.00 ± 2.00",
+            f"{test_p:.3f}",
+            "-1.5",
+        ],
+    ]
+    lines = {line["strategy"]: line for line in parse_csv(render_csv(records))}
+    assert lines["finetune"]["seeds"] == "3" and float(lines["finetune"]["dev_f1_mean"]) == pytest.approx(92.0)
+    assert lines["finetune"]["dev_f1_per_seed"] == "90.0;nan;94.0"
+    assert lines["last"]["dev_f1_per_seed"] == "88.0;86.0;"
+    assert lines["embeddings"]["dev_f1_mean"] == "" and lines["embeddings"]["dev_f1_std"] == ""
+
+
+def test_the_figure_skips_nan_scores(tmp_path: Path):
+    [rows] = group_rows(nan_and_empty_records()).values()
+    assert [row.dev_f1 for row in rows] == [pytest.approx([90.0, 94.0]), [], pytest.approx([88.0, 86.0])]
+    data = plot_table7(nan_and_empty_records(), tmp_path / "table7.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
