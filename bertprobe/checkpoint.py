@@ -11,8 +11,16 @@ After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<
   predictions, time spent so far, the checkpoints that earlier processes resumed, and each
   process's commit, command and machine).
 
-``progress.pt`` is written last, atomically; a checkpoint folder without it is an
-interrupted save and is ignored. Only the newest complete checkpoint is kept.
+Then ``checkpoint.json``, written last and atomically, records the size and SHA-256 of every
+file in the folder: a folder without it is an interrupted save and is ignored, and a
+checkpoint is resumed only after every file matches it. A damaged checkpoint (truncated,
+bit-flipped) is named, moved aside (``.damaged-...``) and the one before it is resumed; the
+two newest complete checkpoints are kept for that. A save that fails (a full disk) removes
+its half-written folder and says so; the previous checkpoint stays.
+
+One process at a time trains a run: the main process holds a lock on the run's checkpoint
+folder (``filelock``), and a second identical run stops at once, naming the holder's
+process id and host.
 
 Two guards keep a checkpoint from being lost or misused: a run that finds a checkpoint of
 itself but was not told to resume stops instead of overwriting it
@@ -24,19 +32,28 @@ labels and training data (:func:`training_fingerprint`, checked by
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
-from collections.abc import Sequence
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from bertprobe.alignment import EncodedWindow
-from bertprobe.features import windows_digest
+from bertprobe.features import file_sha256, windows_digest
 
 PROGRESS_FILE = "progress.pt"
+#: Written last: the sizes and SHA-256 digests of every other file of the checkpoint.
+COMPLETE_FILE = "checkpoint.json"
+#: Complete checkpoints kept: the newest, and one to fall back on if it is found damaged.
+KEPT_CHECKPOINTS = 2
 
 
 class CheckpointError(RuntimeError):
@@ -77,12 +94,56 @@ def checkpoint_root(output_dir: str | Path, run_name: str) -> Path:
     return Path(output_dir) / "checkpoints" / run_name
 
 
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The checkpoint folders whose save completed, newest first."""
+    if not root.is_dir():
+        return []
+    complete = [path for path in root.glob("epoch-*") if (path / COMPLETE_FILE).is_file()]
+    return sorted(complete, key=_position, reverse=True)
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest checkpoint folder whose save completed, or ``None``."""
-    if not root.is_dir():
-        return None
-    complete = [path for path in root.glob("epoch-*") if (path / PROGRESS_FILE).is_file()]
-    return max(complete, key=_position, default=None)
+    return next(iter(complete_checkpoints(root)), None)
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Why ``folder`` must not be resumed, or ``None`` when every file it recorded is there
+    with its size and SHA-256."""
+    try:
+        recorded = json.loads((folder / COMPLETE_FILE).read_text())["files"]
+        for name, expected in sorted(recorded.items()):
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != expected["size"]:
+                return f"{name} has {path.stat().st_size} bytes, {expected['size']} were saved"
+            if file_sha256(path) != expected["sha256"]:
+                return f"{name} does not match the SHA-256 recorded when it was saved"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its {COMPLETE_FILE} cannot be read ({type(error).__name__}: {error})"
+    return None
+
+
+def resume_point(root: Path, log=print) -> Path | None:
+    """The newest complete checkpoint that is intact; a damaged one on the way is named
+    (``log``) and moved aside. ``None`` when there is none; an error when every complete
+    checkpoint is damaged, since starting over would silently throw their training away."""
+    damaged = []
+    for folder in complete_checkpoints(root):
+        reason = checkpoint_damage(folder)
+        if reason is None:
+            return folder
+        target = folder.parent / f".damaged-{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(folder, target)
+        damaged.append(f"{folder.name} ({reason}; moved to {target})")
+        log(f"checkpoint {folder} is damaged ({reason}); moved aside to {target}, trying the one before it")
+    if damaged:
+        raise CheckpointError(
+            f"no intact checkpoint under {root}: {'; '.join(damaged)}. Delete {root} (and the .damaged-* folders) "
+            f"and run without --resume to start over"
+        )
+    return None
 
 
 def checkpoint_name(progress: TrainingProgress) -> str:
@@ -101,22 +162,84 @@ def _position(folder: Path) -> tuple[int, int]:
 
 
 def save_checkpoint(accelerator, root: Path, progress: TrainingProgress) -> Path:
-    """Save the training state and the loop's progress (every process must call this;
-    only the main process writes the progress file and prunes older checkpoints)."""
+    """Save the training state and the loop's progress (every process must call this; the
+    main process writes the progress, then the digests that mark the save complete, and
+    prunes all but the newest :data:`KEPT_CHECKPOINTS`). A save that fails removes its
+    folder and raises :class:`CheckpointError`; earlier checkpoints are left as they were."""
     folder = root / checkpoint_name(progress)
-    accelerator.save_state(str(folder))
+    try:
+        accelerator.save_state(str(folder))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_synced(folder / PROGRESS_FILE, lambda stream: torch.save(progress.to_dict(), stream))
+            files = {
+                str(path.relative_to(folder)): {"sha256": file_sha256(path), "size": path.stat().st_size}
+                for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")
+            }  # fmt: skip
+            payload = json.dumps({"files": files}, indent=1).encode()
+            _write_synced(folder / COMPLETE_FILE, lambda stream: stream.write(payload))
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError
+        shutil.rmtree(folder, ignore_errors=True)
+        previous = latest_checkpoint(root)
+        kept = f"the previous checkpoint {previous} is kept" if previous else "there is no earlier checkpoint"
+        raise CheckpointError(f"could not save the checkpoint {folder}: {_first_line(error)}; {kept}") from error
     if accelerator.is_main_process:
-        temporary = folder / f".{PROGRESS_FILE}.tmp"
-        with temporary.open("wb") as stream:
-            torch.save(progress.to_dict(), stream)
-            stream.flush()
-            os.fsync(stream.fileno())  # on disk before the rename marks the checkpoint complete
-        os.replace(temporary, folder / PROGRESS_FILE)
-        for older in root.glob("epoch-*"):  # the newest is the one just written
-            if older != folder:
-                shutil.rmtree(older, ignore_errors=True)
+        for older in complete_checkpoints(root)[KEPT_CHECKPOINTS:]:
+            shutil.rmtree(older, ignore_errors=True)
+        for unfinished in root.glob("epoch-*"):  # saves that a killed process left half-written
+            if not (unfinished / COMPLETE_FILE).is_file() and unfinished != folder:
+                shutil.rmtree(unfinished, ignore_errors=True)
     accelerator.wait_for_everyone()
     return folder
+
+
+def _write_synced(path: Path, write) -> None:
+    """Write ``path`` through a temporary file, on disk before the rename makes it visible."""
+    temporary = path.parent / f".{path.name}.tmp"
+    try:
+        with temporary.open("wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold the lock of the run whose checkpoints live in ``root`` (the main process does, for
+    the whole run). A second process that finds it held stops at once with a
+    :class:`CheckpointError` naming the holder's process id, host and start time; the lock
+    is the operating system's, so a killed holder releases it."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(root.parent / f"{root.name}.lock"))
+    owner = root.parent / f"{root.name}.lock.owner"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = json.loads(owner.read_text())
+            who = f"process {holder['pid']} on {holder['host']}, started {holder['started_utc']}"
+        except (OSError, ValueError, KeyError):
+            who = "another process"
+        raise CheckpointError(
+            f"this run is already going ({who}) and holds {lock.lock_file}: wait for it to finish, or stop it and "
+            f"pass --resume to continue from its checkpoint"
+        ) from None
+    try:
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started_utc": started}))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+        Path(lock.lock_file).unlink(missing_ok=True)
 
 
 def training_fingerprint(labels: Sequence[object], train_windows: Sequence[EncodedWindow]) -> dict[str, object]:
@@ -148,7 +271,7 @@ def load_checkpoint(accelerator, folder: Path, fingerprint: dict[str, object] | 
     before anything is loaded (a different label count would fail deep in the loader, the
     same count would silently train on).
     """
-    saved = torch.load(folder / PROGRESS_FILE, weights_only=False)
+    saved = torch.load(folder / PROGRESS_FILE, weights_only=False)  # verified by resume_point
     kept = saved.get("fingerprint")
     if fingerprint is not None and kept is not None and kept != fingerprint:
         what = "labels" if kept.get("labels") != fingerprint.get("labels") else "training data"
@@ -166,5 +289,3 @@ def remove_checkpoints(accelerator, root: Path) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(root, ignore_errors=True)
-        if root.parent.is_dir() and not any(root.parent.iterdir()):
-            root.parent.rmdir()

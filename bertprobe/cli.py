@@ -89,10 +89,15 @@ def user_errors() -> tuple[type[Exception], ...]:
     imports, torch among them, load only once an error is being handled.)"""
     from bertprobe.checkpoint import CheckpointError
     from bertprobe.encoder import ModelLoadError
+    from bertprobe.features import CacheError
     from bertprobe.layers import LayerSpecError
+    from bertprobe.results import RecordWriteError
     from bertprobe.tasks.conll import DataFormatError
 
-    return ConfigError, LayerSpecError, ModelLoadError, DataFormatError, CheckpointError, FileNotFoundError
+    return (
+        ConfigError, LayerSpecError, ModelLoadError, DataFormatError, CheckpointError, CacheError, RecordWriteError,
+        FileNotFoundError,
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,13 +14,22 @@ stale cache is never read. Strategies whose layers are a subset of a stored set 
 
 A build writes into a temporary folder that is renamed into place only when complete,
 so an interrupted build is never mistaken for a finished one; the next build of the same
-cache on that machine deletes the folder a killed build left behind.
+cache on that machine deletes the folder a killed build left behind. Builders of one cache
+take turns under a file lock (``filelock``): the first builds, the others find its cache.
+
+Every file's SHA-256 is recorded in the manifest when the build completes and checked
+whenever the cache is opened, so a truncated, overwritten or bit-flipped cache is never
+read: it is moved aside (``.damaged-...``), named in a warning, and built again. The file
+that holds the features is allocated in full before it is written, so a full disk fails
+at once with a clear message instead of killing the process (SIGBUS) halfway.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -31,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
@@ -40,6 +50,56 @@ from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.model import extract_rows
 
 MANIFEST = "manifest.json"
+#: The cache's layout version, part of every content key: caches of an older layout (before
+#: digests were recorded) are never found, so never read unverified.
+CACHE_FORMAT = 2
+DATA_FILES = ("features.npy", "offsets.npy")
+
+logger = logging.getLogger(__name__)
+
+
+class CacheError(RuntimeError):
+    """The cache cannot be written (no space, no permission); the message says where."""
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 23) -> str:
+    """SHA-256 of a file's bytes, read in chunks (8 MiB) so memory stays flat."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damage(folder: Path) -> str | None:
+    """Why the complete cache ``folder`` must not be read, or ``None`` if every file has the
+    size and SHA-256 its manifest recorded (the manifest itself must parse)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        recorded = manifest["sha256"]
+        for name in DATA_FILES:
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != recorded[name]["size"]:
+                return f"{name} has {path.stat().st_size} bytes, its manifest says {recorded[name]['size']}"
+            if file_sha256(path) != recorded[name]["sha256"]:
+                return f"{name} does not match the SHA-256 its manifest recorded"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its manifest cannot be read ({type(error).__name__}: {error})"
+    return None
+
+
+def set_aside(folder: Path, reason: str) -> Path:
+    """Move a damaged cache out of the way (``.damaged-<name>-<time>`` beside it), so it is
+    kept for a look but never found again; return where it went."""
+    target = folder.parent / f".damaged-{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    try:
+        os.replace(folder, target)
+    except OSError:  # another process moved it first
+        return target
+    logger.warning(f"the feature cache at {folder} is damaged ({reason}); moved aside to {target} and rebuilt")
+    return target
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -90,12 +150,18 @@ class FeatureCache:
 
     def key(self, windows: Sequence[EncodedWindow]) -> str:
         text = json.dumps(
-            {"encoder": self.encoder_digest, "inputs": windows_digest(windows), "rows": self.pooling, "format": 1}
+            {
+                "encoder": self.encoder_digest,
+                "inputs": windows_digest(windows),
+                "rows": self.pooling,
+                "format": CACHE_FORMAT,
+            }
         )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def find(self, windows: Sequence[EncodedWindow], layers: Sequence[int]) -> CachedSplit | None:
-        """A complete cache holding every one of ``layers``, or None."""
+        """A complete, verified cache holding every one of ``layers``, or None. A damaged
+        cache on the way is moved aside (:func:`set_aside`) and not returned."""
         folder = self.root / self.key(windows)
         if not folder.is_dir():
             return None
@@ -103,19 +169,60 @@ class FeatureCache:
             manifest = candidate / MANIFEST
             if candidate.name.startswith(".") or not manifest.is_file():
                 continue
-            stored = tuple(json.loads(manifest.read_text())["layers"])
-            if set(layers) <= set(stored):
-                return self._open(candidate, stored)
+            try:
+                stored = tuple(json.loads(manifest.read_text())["layers"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                set_aside(candidate, f"its manifest cannot be read ({type(error).__name__}: {error})")
+                continue
+            if not set(layers) <= set(stored):
+                continue
+            reason = damage(candidate)
+            if reason is None:
+                try:
+                    return self._open(candidate, stored, len(windows))
+                except (OSError, ValueError) as error:
+                    reason = f"its files cannot be opened ({type(error).__name__}: {error})"
+            set_aside(candidate, reason)
         return None
 
     @staticmethod
-    def _open(path: Path, layers: tuple[int, ...]) -> CachedSplit:
-        return CachedSplit(
-            path=path,
-            layers=layers,
-            features=np.load(path / "features.npy", mmap_mode="r"),
-            offsets=np.load(path / "offsets.npy"),
-        )
+    def _open(path: Path, layers: tuple[int, ...], windows: int | None = None) -> CachedSplit:
+        offsets = np.load(path / "offsets.npy")
+        features = np.load(path / "features.npy", mmap_mode="r")
+        if windows is not None and len(offsets) != windows + 1:
+            raise ValueError(f"offsets for {len(offsets) - 1} windows, expected {windows}")
+        if len(offsets) and (offsets[0] != 0 or offsets[-1] != len(features) or np.any(np.diff(offsets) < 0)):
+            raise ValueError("offsets do not cut the features into windows")
+        return CachedSplit(path=path, layers=layers, features=features, offsets=offsets)
+
+    @staticmethod
+    def expected_bytes(windows: Sequence[EncodedWindow], layers: Sequence[int], hidden_size: int, pooled: bool) -> int:
+        """The disk space a cache of ``windows`` needs: one float16 row per labelled word (or
+        per window when ``pooled``) and layer, plus the offsets."""
+        rows = len(windows) if pooled else sum(len(window.word_positions) for window in windows)
+        return rows * len(set(layers)) * hidden_size * 2 + (len(windows) + 1) * 8
+
+    def build_or_find(
+        self,
+        windows: Sequence[EncodedWindow],
+        needed: Sequence[int],
+        stored: Sequence[int],
+        encoder: nn.Module,
+        pad_token_id: int,
+        split_name: str,
+        device: torch.device,
+        progress: bool = False,
+    ) -> tuple[CachedSplit, bool]:
+        """A verified cache of ``windows`` holding the ``needed`` layers, built with the
+        ``stored`` ones if there is none, and whether this call built it. Builders take turns
+        under a lock on the cache's folder: one that waited finds the first one's cache."""
+        folder = self.root / self.key(windows)
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / ".build.lock")):
+            cached = self.find(windows, needed)
+            if cached is not None:
+                return cached, False
+            return self.build(windows, stored, encoder, pad_token_id, split_name, device, progress=progress), True
 
     def build(
         self,
@@ -139,13 +246,38 @@ class FeatureCache:
         remove_abandoned_builds(final)
         temporary = final.parent / f".building-{final.name}-{socket.gethostname()}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
+        try:
+            temporary.mkdir(parents=True)
+            return self._build_into(temporary, final, windows, layers, encoder, pad_token_id, split_name, device,
+                                    batch_tokens, progress, share_inputs)  # fmt: skip
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)  # never leave a half-built folder behind
+            raise CacheError(
+                f"cannot write the {split_name} feature cache under {self.root}: {error.strerror or error}"
+                + (" (free some space or point --cache-dir elsewhere)" if error.errno == errno.ENOSPC else "")
+            ) from error
+
+    def _build_into(
+        self,
+        temporary: Path,
+        final: Path,
+        windows: Sequence[EncodedWindow],
+        layers: tuple[int, ...],
+        encoder: nn.Module,
+        pad_token_id: int,
+        split_name: str,
+        device: torch.device,
+        batch_tokens: int,
+        progress: bool,
+        share_inputs: bool,
+    ) -> CachedSplit:
         counts = np.array([1 if self.pooling else len(w.word_positions) for w in windows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         hidden = _hidden_size(encoder)
         features = np.lib.format.open_memmap(
             temporary / "features.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), len(layers), hidden)
         )
+        _allocate(temporary / "features.npy")
         started = time.perf_counter()
         encoder.eval()
         collate = WindowCollator(pad_token_id)
@@ -218,12 +350,34 @@ class FeatureCache:
             "bytes": int(offsets[-1]) * len(layers) * hidden * 2,
             "build_seconds": time.perf_counter() - started,
         }
-        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if final.exists():  # another process finished the same build first
-            shutil.rmtree(temporary)
-        else:
-            os.replace(temporary, final)
+        manifest["sha256"] = {
+            name: {"sha256": file_sha256(temporary / name), "size": (temporary / name).stat().st_size}
+            for name in DATA_FILES
+        }
+        with (temporary / MANIFEST).open("w") as stream:
+            stream.write(json.dumps(manifest, indent=2))
+            stream.flush()
+            os.fsync(stream.fileno())
+        if final.exists():  # a damaged cache the lock holder did not find (find() moves those aside)
+            set_aside(final, "it was in the way of a new build")
+        os.replace(temporary, final)
         return self._open(final, layers)
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the whole of ``path`` on disk now: writes into a memory map of a sparse file on
+    a full disk kill the process with SIGBUS, while a failed allocation is an ``OSError``
+    (ENOSPC). File systems that cannot allocate ahead are left as they are."""
+    size = path.stat().st_size
+    with path.open("r+b") as stream:
+        try:
+            os.posix_fallocate(stream.fileno(), 0, size)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+                return
+            raise
+        except AttributeError:  # no posix_fallocate on this platform
+            return
 
 
 def remove_abandoned_builds(final: Path) -> None:

@@ -17,6 +17,17 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "seqeval", "tokenizers", "numpy")
 
 
+class RecordWriteError(RuntimeError):
+    """A finished run's record could not be written where it belongs; the message says where
+    it was kept instead."""
+
+
+def unsaved_record_path(run_name: str) -> Path:
+    """Where a record goes when its output folder cannot take it: the system's temporary
+    folder, under ``bertprobe-unsaved-records``."""
+    return Path(tempfile.gettempdir()) / "bertprobe-unsaved-records" / f"{run_name}.json"
+
+
 def write_json_atomic(path: str | Path, payload: object) -> Path:
     """Write JSON so that readers see either the old file or the complete new one."""
     return write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

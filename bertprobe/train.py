@@ -8,9 +8,12 @@ test and writes one result record (main process only).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,12 +28,15 @@ from torch.utils.data import DataLoader, Dataset
 from bertprobe.adaptation import adapt_encoder
 from bertprobe.batching import FeatureCollator, LengthGroupedBatches, SortedBatches, WindowCollator, WindowDataset
 from bertprobe.checkpoint import (
+    COMPLETE_FILE,
+    CheckpointError,
     TrainingProgress,
     checkpoint_root,
-    latest_checkpoint,
     load_checkpoint,
     refuse_to_overwrite,
     remove_checkpoints,
+    resume_point,
+    run_lock,
     save_checkpoint,
     training_fingerprint,
 )
@@ -42,14 +48,17 @@ from bertprobe.heads import build_head
 from bertprobe.layers import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
+from bertprobe.preflight import check_free_space, check_writable
 from bertprobe.progress import progress_bar
 from bertprobe.results import (
+    RecordWriteError,
     code_commit,
     command_line,
     machine_description,
     package_versions,
     peak_memory_bytes,
     reset_peak_memory,
+    unsaved_record_path,
     write_json_atomic,
 )
 from bertprobe.tasks import load_task
@@ -177,34 +186,70 @@ def evaluate(model, loader, accelerator, task: Task, split: str) -> tuple[dict, 
 
 
 def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info, accelerator):
-    """Feature datasets read from the frozen-feature cache, building what is missing."""
+    """Feature datasets read from the frozen-feature cache, building what is missing.
+
+    On each machine the first local process finds or builds each split's cache, then the
+    others read it; builders on machines sharing the folder take turns under the cache's
+    lock (:meth:`FeatureCache.build_or_find`). Before anything is encoded, the splits that
+    are not cached yet must fit in the cache folder's free space.
+    """
     cache = FeatureCache(config.cache_dir, config.model, encoder_digest, pooling=task.pooling)
     stored_layers = set(layers.indices)
     for spec in config.cache_layer_specs():
         stored_layers |= set(resolve_strategy(spec, info.num_layers).indices)
+    if accelerator.is_local_main_process:
+        missing = [windows for windows in task.windows.values() if cache.find(windows, layers.indices) is None]
+        needed = sum(
+            FeatureCache.expected_bytes(windows, stored_layers, info.hidden_size, task.pooling is not None)
+            for windows in missing
+        )
+        check_free_space(config.cache_dir, needed, "--cache-dir", "the feature cache")
     encoder.to(accelerator.device)
     inputs: dict[str, Dataset] = {}
     info_out: dict[str, object] = {"paths": {}, "built": []}
     for split, windows in task.windows.items():
-        with accelerator.main_process_first():  # the main process builds, the others read
-            cached = cache.find(windows, layers.indices)
-            if cached is None:
-                cached = cache.build(
-                    windows, sorted(stored_layers), encoder, tokenizer.pad_token_id, split, accelerator.device,
-                    progress=accelerator.is_local_main_process,
-                )  # fmt: skip
-                info_out["built"].append(split)
+        with accelerator.local_main_process_first():  # one process per machine builds, the others read
+            cached, built = cache.build_or_find(
+                windows, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
+                accelerator.device, progress=accelerator.is_local_main_process,
+            )  # fmt: skip
+        if built:
+            info_out["built"].append(split)
         inputs[split] = FeatureDataset(cached, windows, layers.indices)
         info_out["paths"][split] = str(cached.path)
     return inputs, info_out
 
 
 def run(config: RunConfig) -> dict[str, object]:
-    """Train and evaluate one configuration; return (and on the main process write) its record."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    """Train and evaluate one configuration; return (and on the main process write) its record.
+
+    With checkpoints on, the main process holds the run's lock throughout (:func:`run_lock`):
+    a second run of the same configuration into the same folder stops at once.
+    """
+    from accelerate import PartialState
 
     config = config.resolved()
+    checkpoints = checkpoint_root(config.output_dir, config.run_name())
+    check_writable(config.output_dir, "--output-dir")  # before any model loads, not after training
+    if config.mode == "feature" and config.feature_cache:
+        check_writable(config.cache_dir, "--cache-dir")
+    if config.checkpoint:
+        check_writable(checkpoints.parent, "--output-dir (its checkpoints folder)")
+    holds_lock = config.checkpoint and PartialState(cpu=not _has_accelerator()).is_main_process
+    made_here = [folder for folder in (Path(config.output_dir), checkpoints.parent) if not folder.exists()]
+    try:
+        with run_lock(checkpoints) if holds_lock else contextlib.nullcontext():
+            return _run(config, checkpoints)
+    finally:  # a run that stops early leaves no empty folders (nor its lock) behind
+        for folder in reversed(made_here):
+            if holds_lock and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, set_seed
+
     # Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
     # machine with no accelerator asks for it: `accelerate launch --multi_gpu
     # --num_processes N` then trains data-parallel on CPU cores, as it would on GPUs.
@@ -233,7 +278,6 @@ def run(config: RunConfig) -> dict[str, object]:
     started = time.perf_counter()
     commit = code_commit()
 
-    checkpoints = checkpoint_root(config.output_dir, config.run_name())
     if config.checkpoint:
         refuse_to_overwrite(checkpoints, config.resume)
     info = describe(config.model, load_config(config.model))
@@ -297,7 +341,15 @@ def run(config: RunConfig) -> dict[str, object]:
 
     fingerprint = training_fingerprint(task.labels, task.windows["train"])
     progress = TrainingProgress(fingerprint=fingerprint)
-    resumed_from = latest_checkpoint(checkpoints) if config.resume else None
+    resumed_from = None
+    if config.resume:  # decided once, by the main process, for every process
+        chosen = resume_point(checkpoints, log=logger.warning) if accelerator.is_main_process else None
+        resumed_from = broadcast_object_list([chosen])[0]
+        if resumed_from is not None and not (resumed_from / COMPLETE_FILE).is_file():
+            raise CheckpointError(
+                f"the main process resumes {resumed_from}, which process {accelerator.process_index} cannot see: "
+                "--output-dir must be one folder shared by every machine of the run"
+            )
     if resumed_from is not None:
         progress = load_checkpoint(accelerator, resumed_from, fingerprint)
         progress.fingerprint = fingerprint  # an older checkpoint without one gets it from now on
@@ -517,16 +569,29 @@ def _score_best(loop: _Training, test_loader: DataLoader | None) -> tuple[dict, 
 
 def _write_outputs(loop: _Training, record: dict[str, object], final: dict, predicted: dict) -> None:
     """The record (atomically) and, with ``--save-predictions``, the predictions per split;
-    main process only."""
+    main process only. The record goes first: a record that cannot be written where it
+    belongs is written to :func:`unsaved_record_path` instead, and the error says where."""
     config, task = loop.config, loop.task
     output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    target = output / f"{config.run_name()}.json"
+    try:
+        path = write_json_atomic(target, record)
+    except OSError as error:
+        kept = unsaved_record_path(config.run_name())
+        try:
+            write_json_atomic(kept, record)
+        except OSError:
+            print(json.dumps(record), file=sys.stderr)  # the last place left: the log
+            kept_text = "it is printed above, on standard error"
+        else:
+            kept_text = f"it was written to {kept} instead: move it there when there is room"
+        reason = error.strerror or error
+        raise RecordWriteError(f"could not write the record {target} ({reason}); {kept_text}") from None
     if config.save_predictions:
         suffix = "conll" if task.pooling is None else "jsonl"
         for split, name in (("validation", "dev"), ("test", "test")):
             if split in predicted:
                 task.write_predictions(output / f"{config.run_name()}.{name}.{suffix}", split, predicted[split])
-    path = write_json_atomic(output / f"{config.run_name()}.json", record)
     metric = task.primary_metric
     test_text = f"  test {metric} {100 * final['test'][metric]:.2f}" if "test" in final else ""
     loop.accelerator.print(

@@ -11,6 +11,7 @@ from test_end_to_end import toy_config
 
 import bertprobe.train as train_module
 from bertprobe.checkpoint import (
+    COMPLETE_FILE,
     PROGRESS_FILE,
     CheckpointError,
     TrainingProgress,
@@ -124,7 +125,9 @@ def test_resume_within_an_epoch_gives_the_uninterrupted_result(
     saved = latest_checkpoint(checkpoint_root(config.output_dir, config.run_name()))
     done = 5 - 1 - (5 - 1) % every
     assert saved is not None and saved.name == f"epoch-2-batch-{done}"
-    assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # older checkpoints pruned
+    # older checkpoints pruned, but for the one before the newest: the fallback if the newest is damaged
+    previous = f"epoch-2-batch-{done - every}" if done > every else "epoch-1"
+    assert sorted(p.name for p in saved.parent.iterdir()) == sorted([previous, saved.name])
 
     saved_progress = torch.load(saved / PROGRESS_FILE, weights_only=False)
     # the killed process's wall time up to its checkpoint covers its training and dev passes
@@ -199,11 +202,11 @@ def test_checkpoints_are_ordered_by_training_done(tmp_path):
     root = tmp_path / "checkpoints" / "run"
     for name in ("epoch-2", "epoch-3-batch-40", "epoch-3-batch-150", "epoch-3-batch-900"):
         (root / name).mkdir(parents=True)
-        (root / name / PROGRESS_FILE).write_bytes(b"done")
-    (root / "epoch-3-batch-900" / PROGRESS_FILE).unlink()  # killed while saving
+        (root / name / COMPLETE_FILE).write_bytes(b"done")
+    (root / "epoch-3-batch-900" / COMPLETE_FILE).unlink()  # killed while saving
     assert latest_checkpoint(root) == root / "epoch-3-batch-150"  # 150 > 40, numerically
     (root / "epoch-3").mkdir()
-    (root / "epoch-3" / PROGRESS_FILE).write_bytes(b"done")
+    (root / "epoch-3" / COMPLETE_FILE).write_bytes(b"done")
     assert latest_checkpoint(root) == root / "epoch-3"
 
 
@@ -225,8 +228,8 @@ def test_resume_without_a_checkpoint_starts_from_the_beginning(tiny_model_dir, t
 def test_an_unfinished_checkpoint_save_is_never_used(tmp_path):
     root = tmp_path / "checkpoints" / "run"
     (root / "epoch-1").mkdir(parents=True)
-    (root / "epoch-1" / PROGRESS_FILE).write_bytes(b"done")
-    (root / "epoch-2").mkdir()  # killed while saving: no progress file
+    (root / "epoch-1" / COMPLETE_FILE).write_bytes(b"done")
+    (root / "epoch-2").mkdir()  # killed while saving: no digests written last
     assert latest_checkpoint(root) == root / "epoch-1"
     assert latest_checkpoint(tmp_path / "nothing") is None
 

@@ -1,0 +1,54 @@
+"""Checks made before any model loads: the folders a run writes to can be written, and
+the disk has room for what it will write there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from bertprobe.config import ConfigError
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` -> ``1.5 KiB``: binary units, one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_writable(folder: str | Path, option: str) -> None:
+    """Write (then remove) a file in ``folder``, or, where it does not exist yet, in the
+    nearest folder above it that does (where it will be made); a folder that cannot take
+    one stops the run now, in one line naming the option, instead of after hours of
+    training. Nothing is left behind."""
+    path = Path(folder)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path} is not writable: {existing} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".bertprobe-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(f"{option} {path} is not writable: {error.strerror or error}") from None
+
+
+def check_free_space(folder: str | Path, needed: int, option: str, what: str) -> None:
+    """Stop when ``needed`` bytes (with 5% to spare) will not fit in ``folder``'s file system."""
+    if needed <= 0:
+        return
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if free < needed * 1.05:
+        raise ConfigError(
+            f"{what} needs about {human_bytes(needed)} under {option} {folder}, but only {human_bytes(free)} is free "
+            f"there: free some space or point {option} elsewhere"
+        )
