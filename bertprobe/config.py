@@ -174,6 +174,23 @@ class RunConfig:
             raise ConfigError(f"--report-to {self.report_to!r} is not one of {', '.join(REPORT_TO[1:])}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("--warmup-fraction must be in [0, 1)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be in 0..{2**32 - 1}, got {self.seed}")
+        if not self.weight_decay >= 0.0:
+            raise ConfigError(f"--weight-decay must be 0 or positive, got {self.weight_decay}")
+        if not self.max_grad_norm >= 0.0:
+            raise ConfigError(f"--max-grad-norm must be 0 (no clipping) or positive, got {self.max_grad_norm}")
+        if is_tagging(self.task) and self.pooling != "first":
+            raise ConfigError(
+                f"--pooling {self.pooling} applies to sentence tasks; {self.task} tags words, each read at its first "
+                "sub-token"
+            )
+        if self.mode != "feature" and self.layers != "last":
+            raise ConfigError(
+                f"--layers applies to --mode feature only: --mode {self.mode} puts its head on the last layer"
+            )
         self._check_adaptation()
         self._check_optimizer()
         return replace(self, head=head, lr=self.lr if self.lr is not None else DEFAULT_LR[self.mode])

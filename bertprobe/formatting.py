@@ -140,6 +140,19 @@ RESUMED_NOTE = (
 )
 
 
+#: Marks a system some of whose seeds' records flag their result.
+FLAGGED_MARK = "‡"
+FLAGGED_NOTE = (
+    f"{FLAGGED_MARK}: some seeds' records flag their result (`health.reasons`): training diverged or learned nothing "
+    "(one class for every dev example, no entity found); their scores are in the mean."
+)
+
+
+def flag_label(label: str, flagged_seeds: int) -> str:
+    """``label`` marked with :data:`FLAGGED_MARK` when a seed's result is flagged."""
+    return f"{label} {FLAGGED_MARK}" if flagged_seeds else label
+
+
 def format_train_time(seconds: Sequence[float], resumed_seeds: int) -> str:
     """Mean train time in seconds, marked with :data:`RESUMED_MARK` when a seed was resumed."""
     text = format_optional(mean_or_none(seconds), ".1f")

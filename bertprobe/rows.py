@@ -381,6 +381,12 @@ class Row:
         )
 
     @property
+    def flagged_seeds(self) -> int:
+        """How many seeds' records flag their result (``health.flagged``: training diverged
+        or learned nothing, see :mod:`bertprobe.health`)."""
+        return sum(1 for record in self.records if (recorded(record, "health") or {}).get("flagged"))
+
+    @property
     def examples_per_second(self) -> list[float]:
         """Per seed: training examples (windows) x epochs / train seconds."""
         values = []

@@ -22,8 +22,10 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 from bertprobe.formatting import (
+    FLAGGED_NOTE,
     RESUMED_NOTE,
     NoRecordsError,
+    flag_label,
     format_difference,
     format_optional,
     format_p_value,
@@ -118,7 +120,7 @@ SCORED_NOTE = (
 def _main_lines(rows: Sequence[Row]) -> list[list[str]]:
     return [
         [
-            row.label,
+            flag_label(row.label, row.flagged_seeds),
             format_seed_scores(row.f1_per_seed("dev"), len(row.records)),
             format_seed_scores(row.f1_per_seed("test"), len(row.records)),
             _format_seeds(row),
@@ -228,6 +230,8 @@ def render_markdown(records: Iterable[Record]) -> str:
             lines += ["", SCORED_NOTE]
         if any(row.resumed_seeds for row in rows):
             lines += ["", RESUMED_NOTE]
+        if any(row.flagged_seeds for row in rows):
+            lines += ["", FLAGGED_NOTE]
         lines += _gap_lines(rows)
         lines += _weights_lines(rows)
         blocks.append("\n".join(lines))

@@ -19,8 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bertprobe.formatting import (
+    FLAGGED_NOTE,
     RESUMED_NOTE,
     NoRecordsError,
+    flag_label,
     format_difference,
     format_mean_std,
     format_optional,
@@ -330,7 +332,11 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
         lines = [f"## Model `{section.model}` · {count} record{'s' if count != 1 else ''}", ""]
         header = ["System", *(section.column_label(column) for column in section.columns)]
         body = [
-            [row.label, *(_format_cell(row.cells.get(column)) for column in section.columns)] for row in section.rows
+            [
+                flag_label(row.label, sum(cell.flagged_seeds for cell in row.cells.values())),
+                *(_format_cell(row.cells.get(column)) for column in section.columns),
+            ]
+            for row in section.rows
         ]
         lines += markdown_table(header, body)
         lines += [
@@ -367,6 +373,8 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
         ]
         if any(cell.resumed_seeds for row in section.rows for cell in row.cells.values()):
             lines += ["", RESUMED_NOTE]
+        if any(cell.flagged_seeds for row in section.rows for cell in row.cells.values()):
+            lines += ["", FLAGGED_NOTE]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

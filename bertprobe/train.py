@@ -45,6 +45,7 @@ from bertprobe.cpu_heap import allocator_hint, trim_heap
 from bertprobe.encoder import check_local_weights, describe, freeze, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
+from bertprobe.health import assess
 from bertprobe.layers import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
@@ -447,6 +448,12 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     }
     if frozen:
         record["encoder_unchanged"] = weights_digest(encoder) == encoder_digest
+    record["health"] = assess(
+        history, metric, final["validation"][metric], predicted["validation"],
+        None if task.is_regression else len(task.labels), task.pooling is None,
+    )  # fmt: skip
+    for reason in record["health"]["reasons"]:
+        logger.warning(f"this run's result is suspect: {reason}; the record and tables flag it")
 
     if accelerator.is_main_process:
         _write_outputs(loop, record, final, predicted)

@@ -368,7 +368,8 @@ def test_a_short_run_completes_and_writes_a_record(model_dirs, toy_data_dir, tmp
 
     config = RunConfig(
         mode=mode, model=str(model_dirs[name]), data_dir=str(toy_data_dir), epochs=1, max_train_examples=16,
-        batch_size=8, lstm_hidden=8, layers="allweighted", output_dir=str(tmp_path / "runs"),
+        batch_size=8, lstm_hidden=8, layers="allweighted" if mode == "feature" else "last",
+        output_dir=str(tmp_path / "runs"),
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     record = run(config)

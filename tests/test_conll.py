@@ -185,3 +185,18 @@ def test_hub_path_maps_class_label_ids_to_tag_names(monkeypatch):
     assert [s.tags for s in corpus.splits["train"].sentences] == [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"]]
     assert corpus.splits["test"].sentences[1].words == ["Peter", "Blackburn"]
     assert not corpus.has_documents
+
+
+def test_local_files_without_docstart_refuse_document_context(tmp_path, tiny_tokenizer):
+    """Without -DOCSTART- lines a whole file would be one document: unrelated sentences as context."""
+    from bertprobe.tasks.conll import DataFormatError, load_conll_dir
+    from bertprobe.tasks.tagging import TaggingTask
+
+    for name in ("train", "validation", "test"):
+        lines = ["-DOCSTART- -X- -X- O", ""] if name == "train" else []
+        (tmp_path / f"{name}.txt").write_text("\n".join([*lines, "Rome NNP B-NP B-LOC", ""]) + "\n", encoding="utf-8")
+    corpus = load_conll_dir(tmp_path)
+    assert corpus.splits["train"].has_documents and not corpus.has_documents
+    with pytest.raises(DataFormatError, match=r"needs document boundaries .* \(splits: validation, test\)"):
+        TaggingTask("conll2003", corpus, tiny_tokenizer, 64, "document", None, 1)
+    assert TaggingTask("conll2003", corpus, tiny_tokenizer, 64, "sentence", None, 1).windows["validation"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,25 @@ def test_option_values_that_cannot_work_are_refused_before_any_model_loads():
         "hypothesis",
     ]
     assert RunConfig(max_length=3).resolved().max_length == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--dropout", "2"], r"--dropout must be in \[0, 1\), got 2.0"),
+        (["--seed", "-1"], r"--seed must be in 0\.\.4294967295, got -1"),
+        (["--weight-decay", "-5"], "--weight-decay must be 0 or positive, got -5.0"),
+        (["--max-grad-norm", "-1"], r"--max-grad-norm must be 0 \(no clipping\) or positive"),
+        (["--pooling", "mean"], "--pooling mean applies to sentence tasks; conll2003 tags words"),
+        (["--mode", "finetune", "--layers", "last4concat"], "--layers applies to --mode feature only"),
+        (["--mode", "lora", "--layers", "0"], "--layers applies to --mode feature only: --mode lora"),
+    ],
+)
+def test_every_option_is_checked_before_the_data_or_any_model_loads(options, message, tmp_path):
+    """The model folder does not exist and there are no data: a later check would say so."""
+    result = cli(*options, "--model", str(tmp_path / "no-model"), "--data-dir", str(tmp_path / "no-data"))
+    assert result.returncode == 2
+    assert re.search(f"error: {message}", result.stderr), result.stderr[-500:]
 
 
 def test_layer_out_of_range_names_the_model_depth(tiny_model_dir, toy_data_dir):

@@ -72,6 +72,7 @@ class TaggedSplit:
 
     name: str
     sentences: list[Sentence] = field(default_factory=list)
+    has_documents: bool = False  # whether its source marks documents (-DOCSTART- lines)
 
     def documents(self) -> list[list[int]]:
         """Sentence indices grouped by document, in order."""
@@ -148,6 +149,7 @@ def read_conll_file(path: Path, split_name: str, tag_column: int = -1) -> Tagged
         columns = COLUMN_SEPARATOR.split(line)
         if columns[0] == DOCSTART:
             flush()
+            split.has_documents = True
             if seen_content_in_document:
                 document += 1
             seen_content_in_document = False
@@ -215,7 +217,7 @@ def load_conll_dir(data_dir: str | Path) -> TaggedCorpus:
     if not folder.is_dir():
         raise FileNotFoundError(f"--data-dir {folder} is not a folder")
     splits = {name: read_conll_file(find_split_file(folder, name), name) for name in SPLIT_FILE_NAMES}
-    corpus = TaggedCorpus(splits, source=str(folder))
+    corpus = TaggedCorpus(splits, source=str(folder), has_documents=all(s.has_documents for s in splits.values()))
     corpus.check()
     return corpus
 
@@ -230,7 +232,7 @@ def corpus_from_records(splits: dict[str, Iterable[tuple[list[str], list[str]]]]
         seen_content = False
         for number, (words, tags) in enumerate(records):
             if words and words[0] == DOCSTART:
-                saw_docstart = True
+                saw_docstart = split.has_documents = True
                 document += 1 if seen_content else 0
                 seen_content = False
                 continue

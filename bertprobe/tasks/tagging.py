@@ -32,9 +32,11 @@ class TaggingTask(Task):
         train_fraction: float | None = None,
     ) -> None:
         if context == "document" and not corpus.has_documents:
+            lacking = ", ".join(name for name, split in corpus.splits.items() if not split.has_documents)
             raise DataFormatError(
-                f"--context document needs document boundaries (-DOCSTART- lines), which {corpus.source} "
-                f"lacks; use the original CoNLL files with --data-dir, or --context sentence"
+                f"--context document needs document boundaries (-DOCSTART- lines), which {corpus.source} lacks "
+                f"(splits: {lacking}): without them every sentence of a file would see unrelated sentences as its "
+                f"context. Use the original CoNLL files with --data-dir, or --context sentence"
             )
         self.name = name
         self.corpus = corpus
