@@ -105,6 +105,26 @@ def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model
     assert "speed-up" in result.stdout and report["git_commit"]
 
 
+def test_cache_verify_benchmark_times_both_arms_on_one_cache(tiny_model_dir, toy_data_dir, tmp_path):
+    report_path = tmp_path / "cache_verify.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "cache_verify.py"), "--model", str(tiny_model_dir),
+        "--data-dir", str(toy_data_dir), "--split", "validation", "--layers", "allweighted",
+        "--cache-dir", str(tmp_path / "cache"), "--repeats", "2", "--report", str(report_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["cache"]["windows"] == 40 and report["cache"]["built_now"] is True
+    words = sum(
+        1 for line in (toy_data_dir / "validation.txt").read_text().splitlines() if line and "DOCSTART" not in line
+    )
+    assert report["cache"]["bytes"] > words * 4 * 32 * 2  # 4 layers of 32 float16 numbers per word, and the headers
+    assert [len(report["seconds"][arm]) for arm in ("verify", "read")] == [2, 2]
+    assert report["verify_over_read"] == report["median_seconds"]["verify"] / report["median_seconds"]["read"]
+    assert "verify / read" in result.stdout and report["git_commit"]
+
+
 def test_feature_ablation_benchmark_runs_six_rows_in_both_arms_on_cut_evaluation_splits(
     tiny_model_dir, toy_data_dir, tmp_path
 ):
