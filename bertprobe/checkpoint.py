@@ -242,6 +242,44 @@ def run_lock(root: Path) -> Iterator[None]:
         Path(lock.lock_file).unlink(missing_ok=True)
 
 
+#: Prefixes that wrappers add to a model's parameter names: DistributedDataParallel's
+#: ``module.`` and torch.compile's ``_orig_mod.``.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrapped_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every wrapper prefix taken off its names (checkpoints saved before
+    weights were stored unwrapped carry them)."""
+    clean = {}
+    for name, tensor in state.items():
+        while name.startswith(WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        clean[name] = tensor
+    return clean
+
+
+def store_unwrapped_weights(accelerator, unwrap) -> None:
+    """Make ``save_state``/``load_state`` store each model's weights under the names of the
+    bare model (``unwrap(model)``), whatever wraps it: a checkpoint saved by N processes, or
+    with --compile, then resumes with any other process count, with or without it. Accelerate
+    alone saves the wrapper's names and loads strictly, so those resumes fail."""
+    from safetensors.torch import load_file
+
+    def save(models: list, weights: list, output_dir: str) -> None:
+        for index, model in enumerate(models):
+            weights[index] = unwrap(model).state_dict()
+
+    def load(models: list, input_dir: str) -> None:
+        for index, model in enumerate(models):
+            name = "model.safetensors" if index == 0 else f"model_{index}.safetensors"
+            state = load_file(str(Path(input_dir) / name), device="cpu")  # copied onto the model's device
+            unwrap(model).load_state_dict(unwrapped_names(state))
+        models.clear()  # loaded here: Accelerate loads no model itself
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
 def training_fingerprint(labels: Sequence[object], train_windows: Sequence[EncodedWindow]) -> dict[str, object]:
     """The label list and a digest of the training windows (inputs, word positions and
     labels): what a checkpoint must share with the run that resumes it. The run's name

@@ -38,6 +38,7 @@ from bertprobe.checkpoint import (
     resume_point,
     run_lock,
     save_checkpoint,
+    store_unwrapped_weights,
     training_fingerprint,
 )
 from bertprobe.config import ConfigError, RunConfig
@@ -266,6 +267,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         project_dir=str(Path(config.output_dir) / "tensorboard") if config.report_to else None,
     )
     set_seed(config.seed)
+    store_unwrapped_weights(accelerator, lambda model: _unwrap(accelerator, model))
     processes = accelerator.num_processes
     logger.info(
         f"{processes} process{'es' if processes > 1 else ''} ({accelerator.distributed_type.value.lower()}) on "

@@ -120,12 +120,14 @@ def tiny_tokenizer(tiny_model_dir: Path):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def accelerate_launch(launch_args: list[str], run_args: list[str]) -> subprocess.CompletedProcess:
+def accelerate_launch(
+    launch_args: list[str], run_args: list[str], script: Path = ROOT / "run.py"
+) -> subprocess.CompletedProcess:
     """``accelerate launch LAUNCH_ARGS run.py RUN_ARGS`` on one machine, in full precision;
     ``--multi_gpu --num_processes N`` on a machine without GPUs gives N gloo CPU processes."""
     return subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", *launch_args, "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "run.py"), *run_args],
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *run_args],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip

@@ -120,3 +120,61 @@ def test_three_processes_train_every_window_and_end_the_schedule_at_zero(tiny_mo
     assert record["distributed"]["num_processes"] == 3
     assert record["optimizer_steps_per_epoch"] == 4
     assert record["final_lr"] == 0.0
+
+
+INTERRUPTING_RUN = """
+import sys
+import bertprobe.train as train
+from bertprobe.cli import main
+
+real_loss, calls = train.row_loss, 0
+
+
+def loss(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == {stop_at}:
+        raise SystemExit(3)  # stands in for a killed job, after the checkpoint of epoch 1
+    return real_loss(*args, **kwargs)
+
+
+train.row_loss = loss
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _resume_options(model_dir, data_dir, out) -> list[str]:
+    return [
+        "--mode", "finetune", "--lr", "1e-3", "--model", str(model_dir), "--data-dir", str(data_dir),
+        "--output-dir", str(out), "--epochs", "3", "--batch-size", "8", "--max-train-examples", "96",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("interrupted_by", "resumed_by"), [(2, 1), (1, 2)])
+def test_a_checkpoint_resumes_with_another_process_count(
+    interrupted_by, resumed_by, tiny_model_dir, toy_data_dir, tmp_path
+):
+    """Weights are stored under the bare model's names, so the DDP wrapper of N processes
+    (``module.``) neither leaves its prefix in a checkpoint nor misses it when resuming."""
+    out = tmp_path / "runs"
+    options = _resume_options(tiny_model_dir, toy_data_dir, out)
+    script = tmp_path / "interrupting_run.py"
+    batches_per_process = 96 // 8 // interrupted_by
+    script.write_text(INTERRUPTING_RUN.replace("{stop_at}", str(batches_per_process + 2)))
+    launch = ["--multi_gpu", "--num_processes", str(interrupted_by)] if interrupted_by > 1 else ["--cpu"]
+    result = accelerate_launch(launch, options, script=script)
+    assert result.returncode != 0 and not list(out.glob("*.json"))
+    [checkpoint] = out.glob("checkpoints/*/epoch-1")
+    assert (checkpoint / "checkpoint.json").is_file()
+    from safetensors.torch import load_file
+
+    assert not [name for name in load_file(checkpoint / "model.safetensors") if name.startswith("module.")]
+
+    launch = ["--multi_gpu", "--num_processes", str(resumed_by)] if resumed_by > 1 else ["--cpu"]
+    result = accelerate_launch(launch, [*options, "--resume"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    [record_path] = out.glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["resumed_from"] == str(checkpoint) and record["distributed"]["num_processes"] == resumed_by
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3]
+    assert record["metrics"]["dev"]["f1"] > 0.5

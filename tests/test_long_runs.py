@@ -384,3 +384,28 @@ def test_trim_heap_every_is_validated(monkeypatch):
     monkeypatch.setattr("bertprobe.cpu_heap.heap_trimming_available", lambda: False)
     with pytest.raises(ConfigError, match="glibc"):
         RunConfig(trim_heap_every=10).resolved()
+
+
+@pytest.mark.parametrize("compiled_first", [True, False])
+def test_resume_with_compile_toggled_gives_the_uninterrupted_result(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, compiled_first
+):
+    """--compile is not part of a run's name, so its checkpoint may be resumed with it
+    toggled: the weights are stored under the bare model's names, not ``_orig_mod.``."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, **kwargs, backend="eager"))
+    options = dict(mode="finetune", epochs=3, max_train_examples=60, lr=1e-3)
+    torch._dynamo.reset()
+    reference = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "reference", **options))
+
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path / "interrupted", compile=compiled_first, **options)
+    real_bar = train_module.progress_bar
+    interrupt_at_epoch(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        run(config)
+    monkeypatch.setattr(train_module, "progress_bar", real_bar)
+    resumed = run(RunConfig(**{**config.to_dict(), "tags": (), "resume": True, "compile": not compiled_first}))
+    torch._dynamo.reset()
+    assert resumed["resumed_from"] is not None
+    assert resumed["history"] == reference["history"]
+    assert resumed["metrics"] == reference["metrics"]
