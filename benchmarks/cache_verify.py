@@ -1,6 +1,6 @@
 """What verifying a frozen-feature cache costs beside reading it.
 
-Every time a cache is opened, bertprobe checks each file's size and SHA-256 against its
+Every time a cache is opened, bertprobe checks each file's size and XXH3-128 checksum against its
 manifest (``bertprobe.features.damage``). This script builds (or finds) the cache of one
 split with the layers of ``--layers`` and then, in alternating order over ``--repeats``,
 times the two arms side by side in one process:
@@ -95,7 +95,7 @@ def main() -> int:
     }
     write_json_atomic(args.report, report)
     print(f"{args.split} cache of {args.layers}: {len(windows):,} windows, {human_bytes(size)}")
-    print(f"median verify (SHA-256 of every file): {median['verify']:7.2f} s")
+    print(f"median verify (checksum of every file): {median['verify']:7.2f} s")
     print(f"median read (every window once):       {median['read']:7.2f} s")
     print(f"verify / read:                         {ratio:7.2f}")
     print(f"report: {args.report}")

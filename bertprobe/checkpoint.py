@@ -11,7 +11,7 @@ After every epoch the loop saves, under ``CHECKPOINT_ROOT / <run name> / epoch-<
   predictions, time spent so far, the checkpoints that earlier processes resumed, and each
   process's commit, command and machine).
 
-Then ``checkpoint.json``, written last and atomically, records the size and SHA-256 of every
+Then ``checkpoint.json``, written last and atomically, records the size and checksum (XXH3-128) of every
 file in the folder: a folder without it is an interrupted save and is ignored, and a
 checkpoint is resumed only after every file matches it. A damaged checkpoint (truncated,
 bit-flipped) is named, moved aside (``.damaged-...``) and the one before it is resumed; the
@@ -47,10 +47,10 @@ import torch
 from filelock import FileLock, Timeout
 
 from bertprobe.alignment import EncodedWindow
-from bertprobe.features import file_sha256, windows_digest
+from bertprobe.features import file_checksum, windows_digest
 
 PROGRESS_FILE = "progress.pt"
-#: Written last: the sizes and SHA-256 digests of every other file of the checkpoint.
+#: Written last: the sizes and checksums of every other file of the checkpoint.
 COMPLETE_FILE = "checkpoint.json"
 #: Complete checkpoints kept: the newest, and one to fall back on if it is found damaged.
 KEPT_CHECKPOINTS = 2
@@ -109,7 +109,7 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def checkpoint_damage(folder: Path) -> str | None:
     """Why ``folder`` must not be resumed, or ``None`` when every file it recorded is there
-    with its size and SHA-256."""
+    with its size and checksum."""
     try:
         recorded = json.loads((folder / COMPLETE_FILE).read_text())["files"]
         for name, expected in sorted(recorded.items()):
@@ -118,8 +118,8 @@ def checkpoint_damage(folder: Path) -> str | None:
                 return f"{name} is missing"
             if path.stat().st_size != expected["size"]:
                 return f"{name} has {path.stat().st_size} bytes, {expected['size']} were saved"
-            if file_sha256(path) != expected["sha256"]:
-                return f"{name} does not match the SHA-256 recorded when it was saved"
+            if file_checksum(path) != expected["xxh3_128"]:
+                return f"{name} does not match the checksum recorded when it was saved"
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"its {COMPLETE_FILE} cannot be read ({type(error).__name__}: {error})"
     return None
@@ -173,7 +173,7 @@ def save_checkpoint(accelerator, root: Path, progress: TrainingProgress) -> Path
         if accelerator.is_main_process:
             _write_synced(folder / PROGRESS_FILE, lambda stream: torch.save(progress.to_dict(), stream))
             files = {
-                str(path.relative_to(folder)): {"sha256": file_sha256(path), "size": path.stat().st_size}
+                str(path.relative_to(folder)): {"xxh3_128": file_checksum(path), "size": path.stat().st_size}
                 for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")
             }  # fmt: skip
             payload = json.dumps({"files": files}, indent=1).encode()
