@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bertprobe",
         description=(
             "Fine-tune an encoder or probe its frozen layers; write a result record. Other commands: "
-            "bertprobe sweep FILE.yaml (an experiment file), bertprobe probe-layers (every layer alone), "
+            "bertprobe sweep FILE.yaml (an experiment file), bertprobe tune FILE.yaml (equal-effort tuning), "
+            "bertprobe probe-layers (every layer alone), "
             "bertprobe table DIR and bertprobe plot DIR (summaries of records); each has its own --help."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return sweep_main(argv[1:])
     if argv and argv[0] == "probe-layers":
         return probe_layers_main(argv[1:])
+    if argv and argv[0] == "tune":
+        return tune_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         argv = argv[1:]
     from bertprobe.layers import LayerSpecError
@@ -306,6 +309,60 @@ def sweep_main(argv: list[str]) -> int:
         if args["seeds"]:
             experiment["seeds"] = args["seeds"]
         run_sweep(experiment, overrides, use_grid=args["grid"], dry_run=args["dry_run"], where=where)
+    except user_errors() as error:
+        print(f"bertprobe: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def tune_main(argv: list[str]) -> int:
+    """``bertprobe tune FILE.yaml [--trials N] [--storage URL] [--final] [--report OUT.md]``."""
+    parser = argparse.ArgumentParser(
+        prog="bertprobe tune",
+        description="Tune every system of a tuning file with the same N random-search trials on dev (an Optuna "
+        "study per system; workers sharing its storage split the trials), then re-run each system's best dev "
+        "configuration with the file's final seeds, and report the expected best dev score against the number "
+        "of trials.",
+        epilog="examples:\n  bertprobe tune experiments/tune_conll_1pct.yaml --model sentence-transformers/"
+        "all-MiniLM-L6-v2 --data-dir ../shared/data/conll2003\n  bertprobe tune FILE --final\n"
+        "  bertprobe tune FILE --report results/tune.md --figure results/tune.png\n"
+        "  sbatch --array=0-7 --wrap 'bertprobe tune FILE --storage postgresql://host/db'  # 8 workers, one study",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("tuning", help="YAML tuning file, e.g. experiments/tune_conll_1pct.yaml")
+    parser.add_argument("--trials", type=int, help="trials per system (default: the file's)")
+    parser.add_argument(
+        "--storage",
+        help="Optuna storage shared by every worker: a database URL (sqlite:///FILE, postgresql://...) or a "
+        "journal file path (default: sqlite OUTPUT_DIR/study.db)",
+    )
+    parser.add_argument("--systems", help="tune only these systems of the file (comma-separated)")
+    parser.add_argument("--final", action="store_true", help="re-run each system's best dev trial with the final seeds")
+    parser.add_argument("--report", help="write the summary table (markdown) here; runs nothing")
+    parser.add_argument("--figure", help="with --report: draw the expected best dev score per trial budget here")
+    for name in ("model", "data_dir", "output_dir", "cache_dir"):
+        parser.add_argument("--" + name.replace("_", "-"), help=f"override {name} for every run")
+    args = vars(parser.parse_args(argv))
+    overrides = {name: args[name] for name in ("model", "data_dir", "output_dir", "cache_dir") if args[name]}
+    from bertprobe.tuning import Tuning
+
+    configure_logging()
+    try:
+        only = [name.strip() for name in args["systems"].split(",")] if args["systems"] else None
+        tuning = Tuning(args["tuning"], args["trials"], args["storage"], only, overrides)
+        if args["report"]:
+            from bertprobe.results import write_text_atomic
+            from bertprobe.tune_report import plot_expected_max, render_tuning_markdown, summarize
+
+            summaries = summarize(tuning)
+            title = str(tuning.spec.get("description") or tuning.spec.get("name", "tuning"))
+            print(f"table: {write_text_atomic(args['report'], render_tuning_markdown(summaries, title))}")
+            if args["figure"]:
+                print(f"figure: {plot_expected_max(summaries, args['figure'], title)}")
+        elif args["final"]:
+            tuning.run_finals()
+        else:
+            tuning.run_trials()
     except user_errors() as error:
         print(f"bertprobe: error: {error}", file=sys.stderr)
         return 2

@@ -31,16 +31,26 @@ from bertprobe.layers import LayerSpec
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "runs", "grid"}
 
 
-def load_experiment(path: str | Path) -> dict[str, object]:
+def load_yaml_mapping(path: str | Path, known: set[str]) -> dict[str, object]:
+    """A YAML file holding a mapping whose keys are all in ``known``."""
     import yaml
 
-    text = Path(path).read_text(encoding="utf-8")
-    experiment = yaml.safe_load(text)
-    if not isinstance(experiment, dict) or not experiment.get("runs"):
-        raise ConfigError(f"{path}: an experiment file needs a 'runs' list")
-    unknown = set(experiment) - EXPERIMENT_KEYS
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    unknown = set(loaded) - known
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(EXPERIMENT_KEYS)}")
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    return loaded
+
+
+def load_experiment(path: str | Path) -> dict[str, object]:
+    experiment = load_yaml_mapping(path, EXPERIMENT_KEYS)
+    if not experiment.get("runs"):
+        raise ConfigError(f"{path}: an experiment file needs a 'runs' list")
     return experiment
 
 
