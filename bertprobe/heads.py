@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -51,13 +49,12 @@ class BiLSTMTagger(nn.Module):
     def forward(self, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         lengths = word_mask.sum(dim=1).clamp(min=1).cpu()
         words = self.dropout(words)
-        # CPU autocast has no bf16/fp16 LSTM kernel: run the recurrence in float32 there
-        # (on CUDA, cuDNN's half-precision LSTM is used as usual).
-        on_cpu_autocast = words.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        if on_cpu_autocast:
-            words = words.float()
-        packed = pack_padded_sequence(words, lengths, batch_first=True, enforce_sorted=False)
-        with torch.autocast("cpu", enabled=False) if on_cpu_autocast else contextlib.nullcontext():
+        # The recurrence always runs in float32, outside autocast: under CUDA autocast
+        # cuDNN casts an LSTM to float16 whatever the autocast dtype, so a bf16 run would
+        # train it in fp16 with no loss scaling (gradients underflow), and CPU autocast has
+        # no half-precision LSTM kernel at all. The linear layer after it follows autocast.
+        with torch.autocast(words.device.type, enabled=False):
+            packed = pack_padded_sequence(words.float(), lengths, batch_first=True, enforce_sorted=False)
             output, _ = self.lstm(packed)
         unpacked, _ = pad_packed_sequence(output, batch_first=True, total_length=words.shape[1])
         return self.classifier(self.dropout(unpacked))

@@ -9,6 +9,7 @@ test and writes one result record (main process only).
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import json
 import math
@@ -442,6 +443,8 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
             "num_processes": accelerator.num_processes,
             "mixed_precision": str(accelerator.mixed_precision),
             "device": str(accelerator.device),
+            # the BiLSTM head's recurrence runs outside autocast (see heads.BiLSTMTagger)
+            "lstm_dtype": "float32" if config.head == "bilstm" else None,
         },
         "versions": package_versions(),
         "machine": machine_description(),
@@ -463,7 +466,22 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         remove_checkpoints(accelerator, checkpoints)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    _release(accelerator, config)
     return record
+
+
+def _release(accelerator, config: RunConfig) -> None:
+    """Let go of this run's model, optimizer and loaders before the next run of the same
+    process (a sweep, a tuning): Accelerate keeps references to what it prepared, which
+    would otherwise stay on the device into the next run's peak memory. torch.compile's
+    graphs are dropped too, or they pile up across configurations until the recompile
+    limit silently leaves later runs uncompiled."""
+    accelerator.free_memory()
+    if config.compile:
+        torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass

@@ -287,3 +287,24 @@ def test_accelerate_launch_cpu_flag_completes_and_writes_one_record(tiny_model_d
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(out.glob("*.json"))) == 1
+
+
+def test_a_run_leaves_no_model_or_optimizer_behind_for_the_next_run_of_the_process(
+    tiny_model_dir, toy_data_dir, tmp_path
+):
+    """Sweeps and tunings run many configurations in one process: each must let go of its
+    model and optimizer, or they stay in memory (on the device) through the next run."""
+    import gc
+
+    import torch
+
+    from bertprobe.model import ProbeModel
+
+    def alive(kind) -> int:  # without collecting: what a cycle keeps waits for the next full collection
+        return sum(1 for thing in gc.get_objects() if isinstance(thing, kind))
+
+    gc.collect()
+    before = alive(ProbeModel), alive(torch.optim.Optimizer)
+    for seed in (1, 2):
+        run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e-3, epochs=1, seed=seed))
+        assert (alive(ProbeModel), alive(torch.optim.Optimizer)) == before

@@ -42,6 +42,23 @@ def test_first_and_mean_pooling_by_hand():
 # ----------------------------------------------------------------------------- heads
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_bilstm_runs_in_float32_under_autocast_and_its_linear_layer_follows_autocast(dtype):
+    """Under autocast the recurrence stays float32 (cuDNN would run it in fp16 whatever the
+    autocast dtype); the classifier after it computes in the autocast dtype."""
+    torch.manual_seed(0)
+    head = BiLSTMTagger(input_dim=3, num_labels=2, hidden_size=4, num_layers=2, dropout=0.0).eval()
+    seen = []
+    head.lstm.register_forward_hook(lambda module, inputs, output: seen.append(output[0].data.dtype))
+    words, mask = torch.randn(2, 5, 3, dtype=dtype), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        scores = head(words, mask)
+    assert seen == [torch.float32] and scores.dtype == dtype
+    with torch.no_grad():
+        full = head(words.float(), mask)
+    assert torch.allclose(scores.float(), full, atol=5e-2)
+
+
 def test_the_bilstm_head_reads_both_directions_and_ignores_padding():
     torch.manual_seed(0)
     head = BiLSTMTagger(input_dim=3, num_labels=2, hidden_size=4, num_layers=1, dropout=0.0).eval()
