@@ -12,6 +12,6 @@ from __future__ import annotations
 BOOKKEEPING_OPTIONS = frozenset(
     (
         "output_dir", "save_predictions", "cache_dir", "feature_cache", "cache_layers", "check_loss_every", "tags",
-        "checkpoint", "checkpoint_every", "resume", "report_to", "compile", "trim_heap_every",
+        "checkpoint", "checkpoint_every", "resume", "report_to", "compile", "trim_heap_every", "cpu_threads",
     )
 )  # fmt: skip

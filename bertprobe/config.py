@@ -109,6 +109,7 @@ class RunConfig:
     checkpoint: bool = True
     checkpoint_every: int = 0
     trim_heap_every: int = 0
+    cpu_threads: int | None = None
     resume: bool = False
     report_to: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -160,6 +161,8 @@ class RunConfig:
                 f"--gradient-accumulation-steps ({self.gradient_accumulation_steps}): a checkpoint taken between "
                 "two optimizer steps would lose the gradients accumulated so far"
             )
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"--cpu-threads must be at least 1, got {self.cpu_threads}")
         if self.trim_heap_every < 0:
             raise ConfigError("--trim-heap-every must be 0 (never) or a positive number of batches")
         if self.trim_heap_every:

@@ -268,10 +268,14 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         project_dir=str(Path(config.output_dir) / "tensorboard") if config.report_to else None,
     )
     set_seed(config.seed)
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(cpu_threads(config.cpu_threads))
     store_unwrapped_weights(accelerator, lambda model: _unwrap(accelerator, model))
     processes = accelerator.num_processes
+    kind = accelerator.distributed_type.value.lower()
+    distributed = "not distributed" if kind == "no" else kind
     logger.info(
-        f"{processes} process{'es' if processes > 1 else ''} ({accelerator.distributed_type.value.lower()}) on "
+        f"{processes} process{'es' if processes > 1 else ''} ({distributed}) on "
         f"{accelerator.device.type}, {torch.get_num_threads()} torch threads each, mixed precision "
         f"{accelerator.mixed_precision}"
     )
@@ -638,6 +642,18 @@ def _this_process(commit: str, resumed_from: Path | None, config: RunConfig) -> 
         "machine": machine_description(),
         "trim_heap_every": config.trim_heap_every,
     }
+
+
+def cpu_threads(requested: int | None, environ: dict[str, str] | None = None) -> int:
+    """Torch threads for a CPU process: ``requested`` (``--cpu-threads``), else the cores this
+    process may run on divided by the processes on this machine (``LOCAL_WORLD_SIZE``, set
+    by the launcher). ``accelerate launch`` sets ``OMP_NUM_THREADS=1`` unless told
+    otherwise, which left a CPU run on one core of many."""
+    if requested is not None:
+        return requested
+    environ = os.environ if environ is None else environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _forget_previous_accelerator() -> None:

@@ -308,3 +308,36 @@ def test_a_run_leaves_no_model_or_optimizer_behind_for_the_next_run_of_the_proce
     for seed in (1, 2):
         run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e-3, epochs=1, seed=seed))
         assert (alive(ProbeModel), alive(torch.optim.Optimizer)) == before
+
+
+def test_cpu_threads_default_to_the_cores_shared_among_local_processes():
+    import os
+
+    from bertprobe.train import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads(None, {}) == cores
+    assert cpu_threads(None, {"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}) == max(1, cores // 2)
+    assert cpu_threads(None, {"LOCAL_WORLD_SIZE": str(10 * cores)}) == 1
+    assert cpu_threads(3, {"LOCAL_WORLD_SIZE": "2"}) == 3
+    with pytest.raises(ConfigError, match="--cpu-threads must be at least 1, got 0"):
+        RunConfig(cpu_threads=0).resolved()
+
+
+@pytest.mark.slow
+def test_a_cpu_run_under_accelerate_launch_uses_every_core(tiny_model_dir, toy_data_dir, tmp_path):
+    """The launcher sets OMP_NUM_THREADS=1 (the helper passes it, as the launcher would):
+    one CPU process still trains on every core it may use, and says so."""
+    import os
+
+    out = tmp_path / "runs"
+    result = accelerate_launch(
+        ["--num_processes", "1"],
+        ["--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir),
+         "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(next(out.glob("*.json")).read_text())
+    cores = len(os.sched_getaffinity(0))
+    assert record["machine"]["torch_threads"] == cores
+    assert f"1 process (not distributed) on cpu, {cores} torch threads each" in result.stderr
