@@ -52,3 +52,26 @@ def check_free_space(folder: str | Path, needed: int, option: str, what: str) ->
             f"{what} needs about {human_bytes(needed)} under {option} {folder}, but only {human_bytes(free)} is free "
             f"there: free some space or point {option} elsewhere"
         )
+
+
+#: Launcher settings (environment variables ``accelerate launch`` sets from its config) that
+#: shard the model or the optimizer. bertprobe refuses them: its best-epoch snapshot, the
+#: frozen-weights digest and the scalar-mix readout read whole tensors, and its loaders use
+#: a batch sampler, which DeepSpeed's "auto" batch size cannot read. Data parallelism
+#: (``--multi_gpu``) replicates the model and is supported.
+SHARDING_LAUNCHERS = {
+    "ACCELERATE_USE_FSDP": "FSDP",
+    "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+}
+
+
+def refuse_sharding(environ: dict[str, str]) -> None:
+    """Stop a run launched with model sharding, naming it, before any model loads."""
+    for variable, name in SHARDING_LAUNCHERS.items():
+        if environ.get(variable, "false").lower() in ("true", "1", "yes"):
+            raise ConfigError(
+                f"{name} ({variable}) is not supported: bertprobe keeps whole models on every process (snapshots of "
+                f"the best epoch, the frozen-weights check and the layer weights read whole tensors). Launch with "
+                f"--multi_gpu (data parallel) instead; the models it wraps fit one device."
+            )

@@ -51,7 +51,7 @@ from bertprobe.health import assess
 from bertprobe.layers import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
-from bertprobe.preflight import check_free_space, check_writable
+from bertprobe.preflight import check_free_space, check_writable, refuse_sharding
 from bertprobe.progress import progress_bar
 from bertprobe.results import (
     RecordWriteError,
@@ -233,6 +233,7 @@ def run(config: RunConfig) -> dict[str, object]:
 
     config = config.resolved()
     checkpoints = checkpoint_root(config.output_dir, config.run_name())
+    refuse_sharding(os.environ)
     check_writable(config.output_dir, "--output-dir")  # before any model loads, not after training
     if config.mode == "feature" and config.feature_cache:
         check_writable(config.cache_dir, "--cache-dir")

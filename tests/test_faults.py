@@ -333,3 +333,15 @@ def test_a_second_identical_run_says_the_first_is_going(tiny_model_dir, toy_data
     assert run(config)["metrics"]["dev"]["f1"] >= 0  # the lock is gone with its holder
     assert not (root.parent / f"{root.name}.lock").exists()
     assert not list(root.parent.glob(f"{root.name}*")) and not (root / COMPLETE_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"), [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")]
+)
+def test_a_sharded_launch_is_refused_by_name_before_any_model_loads(
+    variable, name, tiny_model_dir, toy_data_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.setattr(train_module, "load_encoder", lambda *a: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match=rf"^{name} \({variable}\) is not supported: .*Launch with --multi_gpu"):
+        run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode="finetune"))
