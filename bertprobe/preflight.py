@@ -75,3 +75,34 @@ def refuse_sharding(environ: dict[str, str]) -> None:
                 f"the best epoch, the frozen-weights check and the layer weights read whole tensors). Launch with "
                 f"--multi_gpu (data parallel) instead; the models it wraps fit one device."
             )
+
+
+def check_shared_folder(accelerator, folder: Path) -> None:
+    """Every process must see the files the main process writes in ``folder``: checkpoints
+    are saved by the main process and resumed by all, so processes on machines that do not
+    share the folder would resume different points and hang. The main process writes a
+    file, every process looks for it, and one that cannot see it stops the run."""
+    import socket
+    import uuid
+
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    name = broadcast_object_list([f".bertprobe-shared-{uuid.uuid4().hex}" if accelerator.is_main_process else None])[0]
+    marker = Path(folder) / name
+    if accelerator.is_main_process:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(socket.gethostname())
+    accelerator.wait_for_everyone()
+    seen = marker.is_file()
+    everyone = gather_object([seen])
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        marker.unlink(missing_ok=True)
+    if not all(everyone):
+        blind = [index for index, saw in enumerate(everyone) if not saw]
+        raise ConfigError(
+            f"--output-dir {folder.parent} is not shared: process(es) {', '.join(map(str, blind))} cannot see a file "
+            f"the main process wrote in it. Checkpoints are saved by the main process and resumed by every "
+            f"process, so a run on several machines needs one --output-dir on a file system they all share "
+            f"(or --no-checkpoint)"
+        )

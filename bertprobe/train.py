@@ -51,7 +51,7 @@ from bertprobe.health import assess
 from bertprobe.layers import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
-from bertprobe.preflight import check_free_space, check_writable, refuse_sharding
+from bertprobe.preflight import check_free_space, check_shared_folder, check_writable, refuse_sharding
 from bertprobe.progress import progress_bar
 from bertprobe.results import (
     RecordWriteError,
@@ -191,10 +191,11 @@ def evaluate(model, loader, accelerator, task: Task, split: str) -> tuple[dict, 
 def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info, accelerator):
     """Feature datasets read from the frozen-feature cache, building what is missing.
 
-    On each machine the first local process finds or builds each split's cache, then the
-    others read it; builders on machines sharing the folder take turns under the cache's
-    lock (:meth:`FeatureCache.build_or_find`). Before anything is encoded, the splits that
-    are not cached yet must fit in the cache folder's free space.
+    Each split's cache is built once per cache folder: processes (on one machine, or on
+    machines sharing the folder) take turns under the cache's file lock
+    (:meth:`FeatureCache.build_or_find`), so the first builds and the others wait, without a
+    collective that a long build would time out, then read it. Before anything is encoded,
+    the splits that are not cached yet must fit in the cache folder's free space.
     """
     cache = FeatureCache(config.cache_dir, config.model, encoder_digest, pooling=task.pooling)
     stored_layers = set(layers.indices)
@@ -211,11 +212,12 @@ def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info
     inputs: dict[str, Dataset] = {}
     info_out: dict[str, object] = {"paths": {}, "built": []}
     for split, windows in task.windows.items():
-        with accelerator.local_main_process_first():  # one process per machine builds, the others read
-            cached, built = cache.build_or_find(
-                windows, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
-                accelerator.device, progress=accelerator.is_local_main_process,
-            )  # fmt: skip
+        # every process asks; the first to hold the cache's file lock builds, the others wait
+        # on the lock (not in a collective, whose timeout a long build would pass) and read
+        cached, built = cache.build_or_find(
+            windows, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
+            accelerator.device, progress=True,
+        )  # fmt: skip
         if built:
             info_out["built"].append(split)
         inputs[split] = FeatureDataset(cached, windows, layers.indices)
@@ -288,6 +290,8 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     commit = code_commit()
 
     if config.checkpoint:
+        if accelerator.num_processes > 1:
+            check_shared_folder(accelerator, checkpoints.parent)
         refuse_to_overwrite(checkpoints, config.resume)
     info = describe(config.model, load_config(config.model))
     check_local_weights(config.model)  # before the data work, not after it

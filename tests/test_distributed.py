@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,29 @@ def test_a_checkpoint_resumes_with_another_process_count(
     assert record["resumed_from"] == str(checkpoint) and record["distributed"]["num_processes"] == resumed_by
     assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3]
     assert record["metrics"]["dev"]["f1"] > 0.5
+
+
+SEPARATE_FOLDERS = """
+import os
+import sys
+
+from bertprobe.cli import main
+
+# two "machines" without a shared file system: each process writes to a folder of its own
+argv = [a.replace("RANK", os.environ["RANK"]) for a in sys.argv[1:]]
+sys.exit(main(argv))
+"""
+
+
+def test_machines_without_a_shared_output_folder_stop_at_start_with_the_reason(tiny_model_dir, toy_data_dir, tmp_path):
+    script = tmp_path / "separate_folders.py"
+    script.write_text(SEPARATE_FOLDERS)
+    result = accelerate_launch(
+        ["--multi_gpu", "--num_processes", "2"],
+        ["--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir),
+         "--output-dir", str(tmp_path / "node-RANK"), "--cache-dir", str(tmp_path / "cache-RANK"), "--epochs", "1"],
+        script=script,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert re.search(r"--output-dir \S+node-0 is not shared: process\(es\) 1 cannot see a file", result.stderr)
+    assert not list(tmp_path.glob("node-*/*.json")) and not list(tmp_path.glob("cache-*/*"))  # stopped before work
