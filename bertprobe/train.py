@@ -315,11 +315,14 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     adaptation = adapt_encoder(encoder, config, info, layers.indices)
     timings: dict[str, float] = {"setup_seconds": time.perf_counter() - started}
 
-    cache_info = None
+    cache_info, cache_memory = None, None
     if frozen and config.feature_cache:
         cache_started = time.perf_counter()
         inputs, cache_info = cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info, accelerator)
         timings["cache_seconds"] = time.perf_counter() - cache_started
+        encoder.to("cpu")  # the head trains on the cache; the encoder is needed again only for its digest
+        cache_memory = peak_memory_bytes(accelerator.device.type)
+        reset_peak_memory(accelerator.device.type)
         collate, probe_encoder = FeatureCollator(), None
     else:
         inputs = {split: WindowDataset(windows) for split, windows in task.windows.items()}
@@ -446,7 +449,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
             "total_seconds": earlier_processes_seconds + this_process_seconds,
             "this_process_seconds": this_process_seconds,
         },
-        "memory": {**peak_memory_bytes(accelerator.device.type), "per_run": peak_memory_is_per_run},
+        "memory": memory_record(accelerator, cache_memory, peak_memory_is_per_run),
         "feature_cache": cache_info,
         "distributed": {
             "num_processes": accelerator.num_processes,
@@ -477,6 +480,21 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     accelerator.end_training()
     _release(accelerator, config)
     return record
+
+
+def memory_record(accelerator, cache_memory: dict[str, int] | None, per_run: bool) -> dict[str, object]:
+    """Peak memory, the largest over every process: of the cache build and of training apart
+    (``phases``), and at the top level the larger of the two, which tables show."""
+    from accelerate.utils import gather_object
+
+    training = peak_memory_bytes(accelerator.device.type)
+    phases = {"training": training, **({"cache_build": cache_memory} if cache_memory else {})}
+    every = gather_object([phases])
+    largest = {
+        phase: {key: max(ranks[phase][key] for ranks in every) for key in values} for phase, values in phases.items()
+    }
+    overall = {key: max(values[key] for values in largest.values()) for key in training}
+    return {**overall, "phases": largest, "over_processes": len(every), "per_run": per_run}
 
 
 def _release(accelerator, config: RunConfig) -> None:
@@ -541,19 +559,20 @@ def _train_epoch(loop: _Training, epoch: int) -> torch.Tensor:
         if config.trim_heap_every and progress.step % config.trim_heap_every == 0:
             trim_heap()
         if progress.step % config.check_loss_every == 0:
-            _check_finite(loss_sum, epoch, progress.step, config)
+            _check_finite(accelerator, loss_sum, epoch, progress.step, config)
         if (
             config.checkpoint
             and config.checkpoint_every
             and progress.batch_in_epoch % config.checkpoint_every == 0
             and progress.batch_in_epoch < len(loop.train_loader)  # the epoch's end saves its own
         ):
-            _check_finite(loss_sum, epoch, progress.step, config)  # never save a diverged run
+            _check_finite(accelerator, loss_sum, epoch, progress.step, config)  # never save a diverged run
             progress.train_seconds += time.perf_counter() - segment_started
-            progress.epoch_loss_sum = float(loss_sum)
+            # every process's share of the epoch's loss so far, averaged: each resumes from it
+            progress.epoch_loss_sum = float(accelerator.reduce(loss_sum.clone(), reduction="mean"))
             loop.checkpoint_now()
             segment_started = time.perf_counter()  # saving is not training
-    _check_finite(loss_sum, epoch, progress.step, config)
+    _check_finite(accelerator, loss_sum, epoch, progress.step, config)
     progress.train_seconds += time.perf_counter() - segment_started
     progress.batch_in_epoch, progress.epoch_loss_sum = 0, 0.0
     return loss_sum
@@ -691,8 +710,11 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int, config: RunConfig) -> None:
-    if not torch.isfinite(loss_sum):
+def _check_finite(accelerator, loss_sum: torch.Tensor, epoch: int, step: int, config: RunConfig) -> None:
+    """Stop every process when any one's loss is NaN or infinite (the sum over processes is
+    then not finite either): one process stopping alone would leave the others waiting in
+    the next collective."""
+    if not torch.isfinite(accelerator.reduce(loss_sum.clone(), reduction="sum")):
         raise NonFiniteLossError(
             f"training loss became non-finite by epoch {epoch}, step {step} (lr {config.lr}); "
             f"try a smaller --lr, or full precision instead of fp16"

@@ -87,6 +87,11 @@ def test_every_mode_trains_under_two_processes_with_one_record_and_each_dev_exam
     record = json.loads(record_path.read_text())
     assert record["distributed"]["num_processes"] == 2
     assert record["final_lr"] == 0.0
+    memory = record["memory"]
+    assert memory["over_processes"] == 2 and set(memory["phases"]) == (
+        {"training", "cache_build"} if mode == "feature" else {"training"}
+    )
+    assert memory["process_max_rss_bytes"] == max(phase["process_max_rss_bytes"] for phase in memory["phases"].values())
     if mode == "feature":
         assert "not_trained" not in record["adaptation"] and record["encoder_unchanged"] is True
     else:
@@ -205,3 +210,39 @@ def test_machines_without_a_shared_output_folder_stop_at_start_with_the_reason(t
     assert result.returncode != 0
     assert re.search(r"--output-dir \S+node-0 is not shared: process\(es\) 1 cannot see a file", result.stderr)
     assert not list(tmp_path.glob("node-*/*.json")) and not list(tmp_path.glob("cache-*/*"))  # stopped before work
+
+
+NAN_ON_ONE_PROCESS = """
+import os
+import sys
+
+import torch
+
+import bertprobe.train as train
+from bertprobe.cli import main
+
+real_loss = train.row_loss
+
+
+def loss(*args, **kwargs):
+    value = real_loss(*args, **kwargs)
+    return value * float("nan") if os.environ["RANK"] == "1" else value
+
+
+train.row_loss = loss
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(tiny_model_dir, toy_data_dir, tmp_path):
+    script = tmp_path / "nan_on_one.py"
+    script.write_text(NAN_ON_ONE_PROCESS)
+    result = accelerate_launch(
+        ["--multi_gpu", "--num_processes", "2"],
+        ["--mode", "feature", "--layers", "last", "--head", "linear", "--model", str(tiny_model_dir),
+         "--data-dir", str(toy_data_dir), "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "c"),
+         "--epochs", "2", "--check-loss-every", "3"],
+        script=script,
+    )  # fmt: skip
+    assert result.returncode != 0  # and it returned: no process was left waiting in a collective
+    assert result.stderr.count("training loss became non-finite by epoch 1, step 3") == 2  # both processes
