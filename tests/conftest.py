@@ -131,3 +131,22 @@ def accelerate_launch(
         capture_output=True, text=True, timeout=600, cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir):
+    """The tiny BERT, loaded, in eval mode."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(tiny_model_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def windows(toy_data_dir, tiny_tokenizer):
+    """The toy dev split encoded in document context (windows repeat across a document)."""
+    from bertprobe.alignment import encode_split
+    from bertprobe.tasks.conll import load_conll_dir
+
+    corpus = load_conll_dir(toy_data_dir)
+    labels = {label: i for i, label in enumerate(corpus.label_list())}
+    return encode_split(corpus.splits["validation"], tiny_tokenizer, labels, max_length=64, context="document")

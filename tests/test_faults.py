@@ -81,23 +81,6 @@ DAMAGE = {
 }
 
 
-@pytest.fixture(scope="module")
-def encoder(tiny_model_dir):
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(tiny_model_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def windows(toy_data_dir, tiny_tokenizer):
-    from bertprobe.alignment import encode_split
-    from bertprobe.tasks.conll import load_conll_dir
-
-    corpus = load_conll_dir(toy_data_dir)
-    labels = {label: i for i, label in enumerate(corpus.label_list())}
-    return encode_split(corpus.splits["validation"], tiny_tokenizer, labels, max_length=64)
-
-
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_cache_is_named_set_aside_and_rebuilt(tmp_path, encoder, windows, damage, caplog):
     cache = FeatureCache(tmp_path, "tiny", weights_digest(encoder))

@@ -12,26 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from bertprobe.alignment import encode_split
 from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.features import FeatureCache, FeatureDataset, same_input_groups, weights_digest
 from bertprobe.layers import resolve_strategy
 from bertprobe.model import ProbeModel, distinct_inputs, extract_rows, gather_words, pool_tokens
-from bertprobe.tasks.conll import load_conll_dir
-
-
-@pytest.fixture(scope="module")
-def encoder(tiny_model_dir):
-    from transformers import AutoModel
-
-    return AutoModel.from_pretrained(tiny_model_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def windows(toy_data_dir, tiny_tokenizer):
-    corpus = load_conll_dir(toy_data_dir)
-    labels = {label: i for i, label in enumerate(corpus.label_list())}
-    return encode_split(corpus.splits["validation"], tiny_tokenizer, labels, max_length=64, context="document")
 
 
 def build(cache, windows, encoder, layers, tokenizer_pad=0):
