@@ -78,6 +78,8 @@ HELP = {
     "trim_heap_every": "CPU, glibc: hand the heap's free pages back to the kernel (malloc_trim) every this many "
     "batches (0: never), for runs that keep large blocks in the heap (MALLOC_MMAP_MAX_=0); it bounds the memory "
     "kept between trims, not the peak; preloading jemalloc does better (benchmarks/cpu_allocator.py)",
+    "pair_encoding": "sentence pairs, --mode feature: joint (one input, [CLS] a [SEP] b [SEP]) or separate (each "
+    "sentence encoded alone, u and v; the head reads [u; v; |u - v|; u * v], as SentEval does)",
     "cpu_threads": "CPU runs: torch threads per process (default: the cores this process may use, divided by "
     "the processes on this machine; `accelerate launch` would otherwise leave one)",
     "resume": "continue an interrupted run from its last checkpoint under --output-dir/checkpoints",

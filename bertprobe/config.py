@@ -15,6 +15,9 @@ from bertprobe.layers import LayerSpec
 
 MODES = ("finetune", "feature", "partial", "lora")
 POOLING_MODES = ("first", "mean")
+#: joint: a pair is one input ([CLS] a [SEP] b [SEP]), one pooled vector; separate: each
+#: sentence encoded alone (u, v), the head reads [u; v; |u - v|; u * v], as SentEval does.
+PAIR_ENCODINGS = ("joint", "separate")
 OPTIMIZERS = ("adamw", "sgd")
 PEFT_MISSING = "--mode lora needs the peft package: pip install peft (or pip install 'bertprobe[lora]')"
 MIXED_PRECISION = (None, "no", "fp16", "bf16")  # None: whatever `accelerate launch` says
@@ -65,6 +68,7 @@ class RunConfig:
     hub_dataset: str = "conll2003"
     context: str = "sentence"
     pooling: str = "first"
+    pair_encoding: str = "joint"
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
@@ -189,6 +193,13 @@ class RunConfig:
             raise ConfigError(
                 f"--pooling {self.pooling} applies to sentence tasks; {self.task} tags words, each read at its first "
                 "sub-token"
+            )
+        if self.pair_encoding not in PAIR_ENCODINGS:
+            raise ConfigError(f"--pair-encoding {self.pair_encoding!r} is not one of {', '.join(PAIR_ENCODINGS)}")
+        if self.pair_encoding == "separate" and not (self.mode == "feature" and self.feature_cache):
+            raise ConfigError(
+                "--pair-encoding separate encodes each sentence of a pair apart with the frozen encoder: it needs "
+                "--mode feature and the feature cache"
             )
         if self.mode != "feature" and self.layers != "last":
             raise ConfigError(

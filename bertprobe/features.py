@@ -453,22 +453,28 @@ def _length_sorted_batches(lengths: Sequence[int], batch_tokens: int) -> list[li
 class FeatureDataset(Dataset):
     """Cached word features of the layers a strategy needs, in the strategy's order."""
 
-    def __init__(self, cached: CachedSplit, windows: Sequence[EncodedWindow], layers: Sequence[int]) -> None:
+    def __init__(
+        self, cached: CachedSplit, windows: Sequence[EncodedWindow], layers: Sequence[int], inputs_per_window: int = 1
+    ) -> None:
         missing = set(layers) - set(cached.layers)
         if missing:
             raise ValueError(f"cache at {cached.path} lacks layers {sorted(missing)}")
-        if len(cached.offsets) != len(windows) + 1:
-            raise ValueError(f"cache at {cached.path} has {len(cached.offsets) - 1} windows, expected {len(windows)}")
+        expected = len(windows) * inputs_per_window
+        if len(cached.offsets) != expected + 1:
+            raise ValueError(f"cache at {cached.path} has {len(cached.offsets) - 1} inputs, expected {expected}")
         self.cached = cached
         self.windows = list(windows)
         self.slots = [cached.layers.index(layer) for layer in layers]
+        self.inputs_per_window = inputs_per_window  # 2: a pair's sentences, cached apart, rows stacked
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, object]:
+        first = index * self.inputs_per_window
+        rows = [self.cached.window(first + part, self.slots) for part in range(self.inputs_per_window)]
         return {
-            "features": self.cached.window(index, self.slots),
+            "features": rows[0] if len(rows) == 1 else torch.cat(rows),
             "labels": self.windows[index].labels,
             "window_index": index,
         }

@@ -79,6 +79,14 @@ def distinct_inputs(inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return {key: value[first] for key, value in inputs.items()}, sources
 
 
+def pair_features(rows: torch.Tensor) -> torch.Tensor:
+    """``[B, 2, D]`` (the two sentences of each pair, encoded apart: ``u`` and ``v``) to
+    ``[B, 1, 4D]``: ``[u; v; |u - v|; u * v]``, the sentence-pair features of SentEval and
+    InferSent, which let a linear head compare the sentences."""
+    u, v = rows[:, 0], rows[:, 1]
+    return torch.cat([u, v, (u - v).abs(), u * v], dim=-1).unsqueeze(1)
+
+
 class ProbeModel(nn.Module):
     """Scores every row (labelled word, or pooled input) from the chosen hidden states.
 
@@ -96,9 +104,11 @@ class ProbeModel(nn.Module):
         head: nn.Module,
         frozen_encoder: bool,
         pooling: str | None = None,
+        pairs_apart: bool = False,
     ) -> None:
         super().__init__()
         self.pooling = pooling
+        self.pairs_apart = pairs_apart  # features hold two rows per example: see pair_features
         self.encoder = encoder
         self.layers = layers
         self.combiner = LayerCombiner(layers)
@@ -132,6 +142,8 @@ class ProbeModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         features = batch["features"] if "features" in batch else self.encode(batch)
         combined = self.combiner(features.to(self.head_dtype()))
+        if self.pairs_apart:
+            combined = pair_features(combined)
         return self.head(combined, batch["word_mask"])
 
     def head_dtype(self) -> torch.dtype:

@@ -201,8 +201,9 @@ def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info
     stored_layers = set(layers.indices)
     for spec in config.cache_layer_specs():
         stored_layers |= set(resolve_strategy(spec, info.num_layers).indices)
+    splits = {split: task.encoder_inputs(split) for split in task.windows}
     if accelerator.is_local_main_process:
-        missing = [windows for windows in task.windows.values() if cache.find(windows, layers.indices) is None]
+        missing = [inputs for inputs in splits.values() if cache.find(inputs, layers.indices) is None]
         needed = sum(
             FeatureCache.expected_bytes(windows, stored_layers, info.hidden_size, task.pooling is not None)
             for windows in missing
@@ -211,16 +212,16 @@ def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info
     encoder.to(accelerator.device)
     inputs: dict[str, Dataset] = {}
     info_out: dict[str, object] = {"paths": {}, "built": []}
-    for split, windows in task.windows.items():
+    for split, encoder_inputs in splits.items():
         # every process asks; the first to hold the cache's file lock builds, the others wait
         # on the lock (not in a collective, whose timeout a long build would pass) and read
         cached, built = cache.build_or_find(
-            windows, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
+            encoder_inputs, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
             accelerator.device, progress=True,
         )  # fmt: skip
         if built:
             info_out["built"].append(split)
-        inputs[split] = FeatureDataset(cached, windows, layers.indices)
+        inputs[split] = FeatureDataset(cached, task.windows[split], layers.indices, task.inputs_per_window)
         info_out["paths"][split] = str(cached.path)
     return inputs, info_out
 
@@ -328,11 +329,14 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         inputs = {split: WindowDataset(windows) for split, windows in task.windows.items()}
         collate, probe_encoder = WindowCollator(tokenizer.pad_token_id), encoder
 
+    pairs_apart = task.inputs_per_window == 2  # the head reads [u; v; |u - v|; u * v]
     head = build_head(
-        config.head, layers.output_dim(info.hidden_size), task.num_outputs,
+        config.head, layers.output_dim(info.hidden_size) * (4 if pairs_apart else 1), task.num_outputs,
         config.lstm_hidden, config.lstm_layers, config.dropout,
     )  # fmt: skip
-    model = ProbeModel(probe_encoder, layers, head, frozen_encoder=frozen, pooling=task.pooling)
+    model = ProbeModel(
+        probe_encoder, layers, head, frozen_encoder=frozen, pooling=task.pooling, pairs_apart=pairs_apart
+    )
     parameters = count_parameters(model, encoder)
     if adaptation.adapter_trainable is not None:
         parameters["adapter_trainable"] = adaptation.adapter_trainable

@@ -89,7 +89,7 @@ def test_other_weights_or_other_inputs_never_reuse_a_cache(tmp_path, encoder, wi
 
 def test_a_cache_read_with_other_windows_is_refused(tmp_path, encoder, windows):
     cached = build(FeatureCache(tmp_path, "tiny", weights_digest(encoder)), windows, encoder, (4,))
-    with pytest.raises(ValueError, match=rf"has {len(windows)} windows, expected {len(windows) - 1}"):
+    with pytest.raises(ValueError, match=rf"has {len(windows)} inputs, expected {len(windows) - 1}"):
         FeatureDataset(cached, windows[:-1], (4,))
     with pytest.raises(ValueError, match=r"lacks layers \[3\]"):
         FeatureDataset(cached, windows, (3, 4))

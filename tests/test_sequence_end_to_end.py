@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import FILLER, GLUE_DIR, PEOPLE, PLACES, needs_glue
 
-from bertprobe.config import RunConfig
+from bertprobe.config import ConfigError, RunConfig
 from bertprobe.train import run
 
 
@@ -159,3 +159,62 @@ def test_mrpc_is_scored_by_the_f1_of_its_equivalent_class(tiny_tokenizer):
     share = gold.count("equivalent") / len(gold)  # precision of "equivalent"; its recall is 1
     assert scores["accuracy"] == pytest.approx(share)
     assert scores["f1"] == pytest.approx(2 * share / (share + 1))  # "not_equivalent" would score 0
+
+
+# ----------------------------------------------------------------------------- pairs encoded apart
+
+
+@pytest.fixture(scope="module")
+def same_person_files(tmp_path_factory) -> dict[str, str]:
+    """Sentence pairs: do both name the same person? Comparing u and v answers it."""
+    folder = tmp_path_factory.mktemp("pairs")
+    files = {}
+    for split, size, seed in (("train", 240, 1), ("dev", 80, 2)):
+        rng = random.Random(seed)
+        rows = []
+        for _ in range(size):
+            first = rng.choice(PEOPLE)
+            same = rng.random() < 0.5
+            second = first if same else rng.choice([p for p in PEOPLE if p != first])
+            rows.append([f"{first} went to {rng.choice(PLACES)}", f"{second} said", "same" if same else "different"])
+        files[split] = str(write_tsv(folder / f"{split}.tsv", ["a", "b", "label"], rows))
+    return files
+
+
+def test_pairs_encoded_apart_feed_u_v_difference_and_product_and_learn(tiny_model_dir, same_person_files, tmp_path):
+    import torch
+
+    from bertprobe.model import pair_features
+
+    rows = torch.tensor([[[1.0, -2.0], [3.0, 0.5]]])
+    assert pair_features(rows).tolist() == [[[1.0, -2.0, 3.0, 0.5, 2.0, 2.5, 3.0, -1.0]]]
+
+    config = sequence_config(
+        tiny_model_dir, same_person_files, tmp_path, text_columns="a,b", mode="feature", layers="allweighted",
+        pooling="mean", pair_encoding="separate", epochs=30, lr=1e-2,
+    )  # fmt: skip
+    record = run(config)
+    assert record["config"]["pair_encoding"] == "separate"
+    assert record["metrics"]["dev"]["accuracy"] > 0.8
+    assert record["parameters"]["trainable"] == 2 * (4 * 32) + 2 + 5  # linear on [u; v; |u-v|; u*v]; 5 mix weights
+    cache = Path(record["feature_cache"]["paths"]["validation"])
+    assert json.loads((cache / "manifest.json").read_text())["windows"] == 2 * 80  # each sentence its own input
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "finetune"}, "--pair-encoding separate .* needs --mode feature and the feature cache"),
+        ({"mode": "feature", "feature_cache": False}, "needs --mode feature and the feature cache"),
+        ({"mode": "feature", "pair_encoding": "apart"}, "--pair-encoding 'apart' is not one of joint, separate"),
+    ],
+)
+def test_pair_encoding_options_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(task="mrpc", **{"pair_encoding": "separate", **options}).resolved()
+
+
+def test_separate_encoding_of_a_single_sentence_task_is_refused(tiny_model_dir, classification_files, tmp_path):
+    config = sequence_config(tiny_model_dir, classification_files, tmp_path, mode="feature", pair_encoding="separate")
+    with pytest.raises(ConfigError, match="--pair-encoding separate applies to sentence-pair tasks; custom has one"):
+        run(config)

@@ -70,5 +70,5 @@ def load_task(config, tokenizer, max_length: int) -> Task:
         primary, positive = GLUE_PRIMARY[config.task], spec.positive_label
     return SequenceTask(
         config.task, corpus, tokenizer, max_length, config.pooling, primary, positive,
-        config.max_train_examples, config.seed, config.train_fraction,
+        config.max_train_examples, config.seed, config.train_fraction, config.pair_encoding,
     )  # fmt: skip

@@ -38,6 +38,15 @@ class Task(ABC):
     def num_outputs(self) -> int:
         return 1 if self.is_regression else len(self.labels)
 
+    #: Encoder inputs per window: 1, or 2 for sentence pairs encoded apart (each sentence
+    #: alone, then combined as ``[u; v; |u - v|; u * v]``; see :mod:`bertprobe.model`).
+    inputs_per_window: int = 1
+
+    def encoder_inputs(self, split: str) -> list[EncodedWindow]:
+        """What the frozen encoder runs on for ``split``, ``inputs_per_window`` per window in
+        window order: the windows themselves unless a pair's sentences are encoded apart."""
+        return self.windows[split]
+
     @abstractmethod
     def score(self, split: str, window_indices: torch.Tensor, predictions: torch.Tensor) -> tuple[dict, list]:
         """Metrics for a split from gathered per-row predictions, and the predictions in data order."""

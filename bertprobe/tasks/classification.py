@@ -38,7 +38,14 @@ class SequenceTask(Task):
         max_train_examples: int | None,
         seed: int,
         train_fraction: float | None = None,
+        pair_encoding: str = "joint",
     ) -> None:
+        if pair_encoding == "separate" and not corpus.is_pair:
+            from bertprobe.config import ConfigError
+
+            raise ConfigError(
+                f"--pair-encoding separate applies to sentence-pair tasks; {name} has one text per example"
+            )
         if pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLING_MODES)}")
         self.name = name
@@ -56,6 +63,23 @@ class SequenceTask(Task):
         chosen = select_training_examples(len(self.windows["train"]), max_train_examples, seed, train_fraction)
         if chosen is not None:
             self.windows["train"] = [w for i, w in enumerate(self.windows["train"]) if i in chosen]
+        self.separate_inputs: dict[str, list[EncodedWindow]] = {}
+        if pair_encoding == "separate":
+            self.inputs_per_window = 2
+            self.separate_inputs = {split: self._encode_apart(split, tokenizer, max_length) for split in self.windows}
+
+    def encoder_inputs(self, split: str) -> list[EncodedWindow]:
+        return self.separate_inputs.get(split) or self.windows[split]
+
+    def _encode_apart(self, split: str, tokenizer, max_length: int) -> list[EncodedWindow]:
+        """Each kept window's two sentences as inputs of their own, ``a`` then ``b``."""
+        examples = self.corpus.splits[split].examples
+        kept = [window.sentence_index for window in self.windows[split]]
+        texts = [text for index in kept for text in (examples[index].text_a, examples[index].text_b or "")]
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        return [
+            EncodedWindow(ids, None, [0], [0], position // 2, 0) for position, ids in enumerate(encoded["input_ids"])
+        ]
 
     def _encode(self, split: str, tokenizer, max_length: int) -> list[EncodedWindow]:
         examples = self.corpus.splits[split].examples
