@@ -196,6 +196,10 @@ def configure_logging() -> None:
     import logging
 
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    # Accelerate reports every file of every checkpoint at INFO, eight lines an epoch that
+    # drown the results; a warning still shows
+    for name in ("accelerate.accelerator", "accelerate.checkpointing"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _load_for_summary(directories: list[str]) -> list[dict[str, object]] | None:

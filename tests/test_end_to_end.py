@@ -341,3 +341,13 @@ def test_a_cpu_run_under_accelerate_launch_uses_every_core(tiny_model_dir, toy_d
     cores = len(os.sched_getaffinity(0))
     assert record["machine"]["torch_threads"] == cores
     assert f"1 process (not distributed) on cpu, {cores} torch threads each" in result.stderr
+
+
+def test_checkpoint_saves_do_not_flood_the_log(tiny_model_dir, toy_data_dir, tmp_path):
+    result = cli(
+        "--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir),
+        "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"), "--epochs", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "epoch 2/3  train loss" in result.stderr  # the results are logged...
+    assert "Saving current state" not in result.stderr and "saved in" not in result.stderr  # ...not each file saved
