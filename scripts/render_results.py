@@ -27,6 +27,7 @@ RENDERED: dict[str, tuple[str, str]] = {
     "table7_minilm.md": ("table7_minilm", "table7"),
     "layers_minilm.md": ("layers_minilm_probe", "table7"),
     "learning_curve_minilm.md": ("learning_curve_minilm", "table7"),
+    "learning_curve_lr_minilm.md": ("learning_curve_lr_minilm", "table7"),
     "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
     "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
 }
