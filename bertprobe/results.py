@@ -76,15 +76,10 @@ def package_versions() -> dict[str, str]:
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
-#: The commit of a copied checkout that has no ``.git`` (a lent GPU machine gets the work
-#: tree only): ``scripts/gpu/tree_commit.py`` checks the copy's files against the packed
-#: commit and the device script exports its answer here. Read only where git cannot answer.
-COMMIT_ENV = "BERTPROBE_GIT_COMMIT"
-
 
 def git_commit(root: Path = PACKAGE_ROOT) -> str:
     """The commit checked out in ``root`` now, with ``-dirty`` when tracked files have changes;
-    where ``root`` is no git checkout, the commit :data:`COMMIT_ENV` names, else ``unknown``."""
+    ``unknown`` where ``root`` is no git checkout."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -93,7 +88,7 @@ def git_commit(root: Path = PACKAGE_ROOT) -> str:
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get(COMMIT_ENV) or "unknown"
+        return "unknown"
     return commit + ("-dirty" if dirty else "")
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -118,51 +116,6 @@ def test_git_commit_names_the_checkout_and_marks_changed_tracked_files(tmp_path:
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == f"{head}-dirty"
     assert git_commit(tmp_path / "code.py") == "unknown"  # not a folder git can run in
-
-
-def test_a_copy_without_git_takes_the_commit_from_the_environment(tmp_path: Path, monkeypatch):
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    monkeypatch.setenv(bertprobe.results.COMMIT_ENV, "abc123")
-    assert git_commit(copy) == "abc123"
-    monkeypatch.delenv(bertprobe.results.COMMIT_ENV)
-    assert git_commit(copy) == "unknown"
-    git(tmp_path, "init", "-q")  # where git answers, the environment is not asked
-    (tmp_path / "code.py").write_text("x = 1\n")
-    git(tmp_path, "add", "code.py")
-    git(tmp_path, "commit", "-q", "-m", "first")
-    monkeypatch.setenv(bertprobe.results.COMMIT_ENV, "abc123")
-    assert git_commit(tmp_path) == git(tmp_path, "rev-parse", "HEAD")
-
-
-def test_tree_commit_names_the_packed_commit_only_for_an_identical_copy(tmp_path: Path):
-    repo, copy = tmp_path / "repo", tmp_path / "copy"
-    (repo / "pkg").mkdir(parents=True)
-    (repo / "pkg" / "code.py").write_text("x = 1\n")
-    (repo / "data.bin").write_bytes(bytes(range(256)))
-    (repo / "link").symlink_to("pkg/code.py")
-    git(repo, "init", "-q")
-    git(repo, "add", ".")
-    git(repo, "commit", "-q", "-m", "first")
-    head = git(repo, "rev-parse", "HEAD")
-    tree = tmp_path / "TREE"
-    tree.write_text(head + "\n" + git(repo, "ls-tree", "-r", "HEAD") + "\n")
-    shutil.copytree(repo, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu" / "tree_commit.py"
-
-    def named() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), str(tree)], cwd=copy, capture_output=True, text=True)
-
-    assert named().stdout.strip() == head
-    (copy / "untracked.txt").write_text("not part of the commit\n")
-    assert named().stdout.strip() == head
-    (copy / "pkg" / "code.py").write_text("x = 2\n")
-    changed = named()
-    assert changed.stdout.strip() == f"{head}-dirty"
-    assert "pkg/code.py" in changed.stderr
-    (copy / "pkg" / "code.py").write_text("x = 1\n")
-    (copy / "data.bin").unlink()
-    assert named().stdout.strip() == f"{head}-dirty"
 
 
 @pytest.fixture

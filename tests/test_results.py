@@ -186,7 +186,7 @@ def test_unmatched_quotes_reads_prose_to_its_own_rounding():
 
 # Files the README and the notes point a reader to: links, repository paths and file names in
 # backticks. `results/runs` is where a run writes by default and is made at run time;
-# `results/table7_minilm_gpu` is where scripts/gpu/remote.sh writes on a lent GPU.
+# `results/table7_minilm_gpu` is the folder the README suggests for a GPU's Table 7 records.
 REPOSITORY_PATH = re.compile(r"(?<![\w/.])((?:results|benchmarks|scripts|experiments|tests|bertprobe)/[\w./-]*\w)")
 LINK = re.compile(r"\]\(([^)#\s]+)\)")
 FILE_NAME = re.compile(r"`([\w.-]+\.(?:log|json|md|png|py|yaml|sh))`")
