@@ -156,8 +156,20 @@ def config_from_args(argv: list[str]) -> RunConfig:
     return RunConfig(**namespace).resolved()
 
 
+USAGE = """usage: bertprobe [train] [OPTIONS]        one run (bertprobe --help lists the options)
+       bertprobe sweep FILE.yaml [...]      every run of an experiment file
+       bertprobe tune FILE.yaml [...]       equal-effort tuning of every system of a tuning file
+       bertprobe probe-layers [...]         every layer of a model alone
+       bertprobe table DIR [...]            records as tables
+       bertprobe plot DIR [...]             records as figures
+each command has its own --help; e.g. bertprobe --mode feature --layers last4concat --model MODEL --data-dir DIR"""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # no options is no run: a run of the defaults would fetch bert-base-cased and train for hours
+        print(USAGE)
+        return 2
     if argv and argv[0] == "table":
         return table_main(argv[1:])
     if argv and argv[0] == "plot":

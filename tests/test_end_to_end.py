@@ -351,3 +351,12 @@ def test_checkpoint_saves_do_not_flood_the_log(tiny_model_dir, toy_data_dir, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     assert "epoch 2/3  train loss" in result.stderr  # the results are logged...
     assert "Saving current state" not in result.stderr and "saved in" not in result.stderr  # ...not each file saved
+
+
+def test_bertprobe_without_arguments_prints_usage_and_starts_nothing(capsys):
+    from bertprobe.cli import main
+
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: bertprobe [train] [OPTIONS]")
+    assert all(command in out for command in ("sweep", "tune", "probe-layers", "table", "plot"))
