@@ -91,6 +91,7 @@ def _starts(name: str, prefixes: tuple[str, ...]) -> bool:
 PARTIAL_CASES = [(name, 1) for name in LAYER_LISTS] + [("bert", 0), ("distilbert", 4)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "k"), PARTIAL_CASES)
 def test_partial_freezes_the_embeddings_and_lowest_layers_and_trains_the_rest(model_dirs, name, k):
     folder = str(model_dirs[name])
@@ -360,6 +361,7 @@ def run_cli(tiny_model_dir, toy_data_dir, tmp_path, *options: str) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_partial_run_from_the_command_line_writes_its_mode_and_counts(tiny_model_dir, toy_data_dir, tmp_path):
     from transformers import AutoModel
 
@@ -385,6 +387,7 @@ def test_partial_run_from_the_command_line_writes_its_mode_and_counts(tiny_model
     assert not any(name.startswith(("embeddings", "layer 1", "layer 2")) for name in rates)
 
 
+@pytest.mark.slow
 def test_lora_run_from_the_command_line_records_the_adapter_count(tiny_model_dir, toy_data_dir, tmp_path):
     record = run_cli(tiny_model_dir, toy_data_dir, tmp_path, "--mode", "lora", "--lora-rank", "4", "--head-lr", "1e-3")
     assert record["config"]["mode"] == "lora" and record["config"]["lr"] == 5e-4

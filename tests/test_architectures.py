@@ -360,6 +360,7 @@ def test_distilbert_inputs_never_carry_token_type_ids(model_dirs):
         assert ("token_type_ids" in batch) == has_types, name
 
 
+@pytest.mark.slow
 # The runs: every architecture in both modes, one epoch on 16 training sentences.
 @pytest.mark.parametrize("mode", ["feature", "finetune"])
 @pytest.mark.parametrize("name", NAMES)

@@ -87,6 +87,7 @@ def test_subset_folder_holds_the_sentences_bertprobe_would_train_on(throughput, 
     assert [s.tags for s in subset.splits["train"].sentences] == [original[i].tags for i in chosen]
 
 
+@pytest.mark.slow
 def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model_dir, toy_data_dir, tmp_path):
     report_path = tmp_path / "cache_build.json"
     command = [
@@ -105,6 +106,7 @@ def test_cache_build_benchmark_reports_both_arms_on_the_same_features(tiny_model
     assert "speed-up" in result.stdout and report["git_commit"]
 
 
+@pytest.mark.slow
 def test_cache_verify_benchmark_times_both_arms_on_one_cache(tiny_model_dir, toy_data_dir, tmp_path):
     report_path = tmp_path / "cache_verify.json"
     command = [
@@ -125,6 +127,7 @@ def test_cache_verify_benchmark_times_both_arms_on_one_cache(tiny_model_dir, toy
     assert "verify / read" in result.stdout and report["git_commit"]
 
 
+@pytest.mark.slow
 def test_feature_ablation_benchmark_runs_six_rows_in_both_arms_on_cut_evaluation_splits(
     tiny_model_dir, toy_data_dir, tmp_path
 ):
@@ -179,6 +182,7 @@ def run_cpu_allocator(model_dir: Path, tmp_path: Path, *arguments: str) -> tuple
     return result, json.loads(report_path.read_text())
 
 
+@pytest.mark.slow
 def test_cpu_allocator_benchmark_runs_every_arm_on_the_same_steps(tiny_model_dir, tmp_path):
     """Each arm is its own process with its own MALLOC_* settings (and trimming cadence);
     all draw the same window lengths and must compute the same losses to the bit (the

@@ -35,6 +35,7 @@ def toy_config(model_dir, data_dir, tmp_path, **overrides) -> RunConfig:
     return RunConfig(**values)
 
 
+@pytest.mark.slow
 def test_finetune_learns_the_toy_task_and_writes_a_complete_record(tiny_model_dir, toy_data_dir, tmp_path):
     config = toy_config(
         tiny_model_dir, toy_data_dir, tmp_path, mode="finetune", lr=1e-3, epochs=4, save_predictions=True
@@ -61,6 +62,7 @@ def test_finetune_learns_the_toy_task_and_writes_a_complete_record(tiny_model_di
     assert sum(1 for line in dev_lines if not line) == 40  # one blank line per dev sentence
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers", ["last4concat", "allweighted"])
 def test_feature_mode_learns_and_leaves_the_encoder_bit_identical(tiny_model_dir, toy_data_dir, tmp_path, layers):
     from transformers import AutoModel
@@ -187,6 +189,7 @@ def test_every_option_is_checked_before_the_data_or_any_model_loads(options, mes
     assert re.search(f"error: {message}", result.stderr), result.stderr[-500:]
 
 
+@pytest.mark.slow
 def test_layer_out_of_range_names_the_model_depth(tiny_model_dir, toy_data_dir):
     result = cli(
         "--mode", "feature", "--layers", "-1,7:concat", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir)
@@ -195,6 +198,7 @@ def test_layer_out_of_range_names_the_model_depth(tiny_model_dir, toy_data_dir):
     assert "layer 7" in result.stderr and "4 Transformer layers" in result.stderr and "0..4" in result.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_hub_model_explains_how_to_use_local_files():
     result = cli("--model", "some-org/not-cached-model", timeout=60)
     assert result.returncode == 2
@@ -203,6 +207,7 @@ def test_unreachable_hub_model_explains_how_to_use_local_files():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_malformed_data_names_file_and_line(tiny_model_dir, tmp_path):
     for name in ("train.txt", "validation.txt", "test.txt"):
         (tmp_path / name).write_text("john NN O B-PER\nbroken\n", encoding="utf-8")
@@ -238,6 +243,7 @@ def test_a_model_without_fast_tokenizer_is_refused(tiny_model_dir, monkeypatch):
         load_tokenizer(str(tiny_model_dir))
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence_once(
     tiny_model_dir, toy_data_dir, tmp_path
 ):
@@ -278,6 +284,7 @@ def test_two_processes_under_accelerate_write_one_record_and_score_each_sentence
     assert abs(record["metrics"]["dev"]["f1"] - single["metrics"]["dev"]["f1"]) < 0.1
 
 
+@pytest.mark.slow
 def test_accelerate_launch_cpu_flag_completes_and_writes_one_record(tiny_model_dir, toy_data_dir, tmp_path):
     """`accelerate launch --num_processes 2 --cpu` as users type it (accelerate runs it as one process)."""
     out = tmp_path / "runs"
@@ -290,6 +297,7 @@ def test_accelerate_launch_cpu_flag_completes_and_writes_one_record(tiny_model_d
     assert len(list(out.glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_a_run_leaves_no_model_or_optimizer_behind_for_the_next_run_of_the_process(
     tiny_model_dir, toy_data_dir, tmp_path
 ):
@@ -344,6 +352,7 @@ def test_a_cpu_run_under_accelerate_launch_uses_every_core(tiny_model_dir, toy_d
     assert f"1 process (not distributed) on cpu, {cores} torch threads each" in result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_saves_do_not_flood_the_log(tiny_model_dir, toy_data_dir, tmp_path):
     result = cli(
         "--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir),

@@ -103,6 +103,7 @@ def test_a_damaged_cache_is_named_set_aside_and_rebuilt(tmp_path, encoder, windo
     assert cache.find(windows, (4,)) is not None  # the rebuilt cache verifies
 
 
+@pytest.mark.slow
 def test_a_run_with_a_damaged_dev_cache_scores_as_one_with_a_sound_cache(tiny_model_dir, toy_data_dir, tmp_path):
     options = dict(mode="feature", layers="last", epochs=3, lr=1e-2)
     first = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path, **options))
@@ -164,6 +165,7 @@ def _interrupted_run(tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, **opti
 OPTIONS = dict(mode="finetune", epochs=3, batch_size=6, max_train_examples=60, lr=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "flipped"])
 def test_a_damaged_checkpoint_is_refused_and_the_one_before_it_resumed(
     tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, damage, caplog

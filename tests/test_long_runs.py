@@ -40,6 +40,7 @@ def interrupt_at_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(train_module, "progress_bar", bar)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["finetune", "feature"])
 def test_resume_after_interruption_gives_the_uninterrupted_result(
     tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, mode
@@ -103,6 +104,7 @@ def interrupt_at_training_batch(monkeypatch, number: int) -> None:
     monkeypatch.setattr(train_module, "row_loss", loss)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "accumulation", "every"), [("finetune", 1, 3), ("feature", 1, 3), ("finetune", 2, 2)])
 def test_resume_within_an_epoch_gives_the_uninterrupted_result(
     tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, mode, accumulation, every
@@ -304,6 +306,7 @@ def test_mixed_precision_option_is_validated_and_reaches_accelerate(tiny_model_d
     assert torch.isfinite(torch.tensor(record["history"][0]["train_loss"]))
 
 
+@pytest.mark.slow
 def test_peak_memory_is_counted_per_run_not_per_process(tiny_model_dir, toy_data_dir, tmp_path):
     from bertprobe.results import peak_memory_bytes
 
@@ -318,6 +321,7 @@ def test_peak_memory_is_counted_per_run_not_per_process(tiny_model_dir, toy_data
         assert record["memory"]["process_max_rss_bytes"] >= process_peak
 
 
+@pytest.mark.slow
 def test_eval_every_skips_dev_passes_but_always_evaluates_the_last_epoch(tiny_model_dir, toy_data_dir, tmp_path):
     record = run(
         toy_config(
@@ -334,6 +338,7 @@ def test_eval_every_skips_dev_passes_but_always_evaluates_the_last_epoch(tiny_mo
         RunConfig(eval_every=0).resolved()
 
 
+@pytest.mark.slow
 def test_compile_wraps_the_model_and_the_run_still_learns(tiny_model_dir, toy_data_dir, tmp_path, monkeypatch):
     """--compile goes through torch.compile with dynamic shapes; the eager backend stands in
     for inductor (whose C++ build takes minutes on a CPU) so the test checks our wiring:
@@ -354,6 +359,7 @@ def test_compile_wraps_the_model_and_the_run_still_learns(tiny_model_dir, toy_da
     assert record["metrics"]["dev"]["f1"] > 0.8
 
 
+@pytest.mark.slow
 def test_trim_heap_every_trims_on_schedule_and_changes_no_number(tiny_model_dir, toy_data_dir, tmp_path, monkeypatch):
     """--trim-heap-every 4: malloc_trim after every 4th batch, counted over epochs; the
     losses and scores are those of the untrimmed run to the bit."""
@@ -386,6 +392,7 @@ def test_trim_heap_every_is_validated(monkeypatch):
         RunConfig(trim_heap_every=10).resolved()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled_first", [True, False])
 def test_resume_with_compile_toggled_gives_the_uninterrupted_result(
     tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, compiled_first

@@ -125,6 +125,7 @@ def fresh_code_commit():
     code_commit.cache_clear()
 
 
+@pytest.mark.slow
 def test_records_name_the_commit_checked_out_when_the_process_first_ran(
     tiny_model_dir, toy_data_dir, tmp_path, monkeypatch, fresh_code_commit
 ):

@@ -50,6 +50,7 @@ def sequence_config(model_dir, files, tmp_path, **overrides) -> RunConfig:
     return RunConfig(**values)
 
 
+@pytest.mark.slow
 def test_finetune_learns_a_toy_sentence_classification(tiny_model_dir, classification_files, tmp_path):
     record = run(sequence_config(tiny_model_dir, classification_files, tmp_path, mode="finetune", lr=1e-3, epochs=8))
     assert record["task"]["primary_metric"] == "accuracy"
@@ -58,6 +59,7 @@ def test_finetune_learns_a_toy_sentence_classification(tiny_model_dir, classific
     assert record["labels"] == ["person", "place"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layers", ["last4concat", "allweighted"])
 def test_feature_mode_with_mean_pooling_learns_and_caches_one_row_per_input(
     tiny_model_dir, classification_files, tmp_path, layers
@@ -100,6 +102,7 @@ def test_sentence_pairs_reach_the_model_as_pairs(tiny_model_dir, tiny_tokenizer,
     assert record["data"]["pair"] is True
 
 
+@pytest.mark.slow
 def test_regression_trains_with_mean_squared_error_to_a_falling_loss(tiny_model_dir, tmp_path):
     rng = random.Random(4)
     rows = []
@@ -181,6 +184,7 @@ def same_person_files(tmp_path_factory) -> dict[str, str]:
     return files
 
 
+@pytest.mark.slow
 def test_pairs_encoded_apart_feed_u_v_difference_and_product_and_learn(tiny_model_dir, same_person_files, tmp_path):
     import torch
 

@@ -376,6 +376,7 @@ def test_layer_probe_experiment_rows():
     assert {c.cache_layers for c in features} == {"0;1;2;3;4"} and {c.head for c in features} == {"linear"}
 
 
+@pytest.mark.slow
 def test_probe_layers_end_to_end(tiny_model_dir: Path, toy_data_dir: Path, tmp_path: Path):
     from bertprobe.cli import main
 

@@ -99,6 +99,7 @@ def test_experiment_file_errors(tmp_path):
         list(expand(load_experiment(tmp_path / "c.yaml"), {}))
 
 
+@pytest.mark.slow
 def test_a_sweep_shares_one_cache_and_resumes_by_skipping_finished_runs(tiny_model_dir, toy_data_dir, tmp_path):
     experiment = tmp_path / "mini.yaml"
     experiment.write_text(

@@ -125,6 +125,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(tiny_model_dir, toy
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 3  # one cache per split, shared
 
 
+@pytest.mark.slow
 def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(
     tiny_model_dir, toy_data_dir, tmp_path, monkeypatch
 ):
@@ -149,6 +150,7 @@ def test_an_interrupted_tuning_resumes_without_repeating_finished_trials(
     assert [index for index, _, _ in tuning.trials_of(tuning.systems[0])] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_finals_rerun_the_best_dev_trial_and_the_report_shows_the_budget(tiny_model_dir, toy_data_dir, tmp_path):
     from bertprobe.tune_report import plot_expected_max, render_tuning_markdown, summarize
 
