@@ -34,7 +34,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,56 +248,147 @@ class FeatureCache:
         ``share_inputs=False`` encodes every window, repeated inputs included (the
         reference arm of ``benchmarks/cache_build.py``); the stored features are the same.
         """
-        layers = tuple(sorted(set(layers)))
-        final = self.root / self.key(windows) / ("layers-" + "-".join(map(str, layers)))
-        remove_abandoned_builds(final)
-        temporary = final.parent / f".building-{final.name}-{socket.gethostname()}-{os.getpid()}"
-        shutil.rmtree(temporary, ignore_errors=True)
+        plan = _BuildPlan(self, windows, layers, _hidden_size(encoder), share_inputs, batch_tokens)
+        with self._writing(plan, split_name):
+            plan.start()
+            plan.fill(encoder, pad_token_id, device, split_name if progress else None)
+            return plan.finish(split_name)
+
+    def build_sharded(
+        self,
+        windows: Sequence[EncodedWindow],
+        needed: Sequence[int],
+        stored: Sequence[int],
+        encoder: nn.Module,
+        pad_token_id: int,
+        split_name: str,
+        accelerator,
+        batch_tokens: int = 16384,
+    ) -> tuple[CachedSplit, bool]:
+        """The build of :meth:`build`, shared by every process of a data-parallel run that
+        sees the cache folder: the main process makes the (allocated) file, each process
+        encodes every N-th batch into it, and the main process, holding the cache's lock,
+        records the checksums and renames it into place. The processes wait for each other
+        only for their own share of the encoding. Where some process cannot see the main
+        process's folder (no shared file system), each process builds or finds its own."""
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        plan = _BuildPlan(self, windows, stored, _hidden_size(encoder), True, batch_tokens)
+        lock = FileLock(str(plan.final.parent / ".build.lock"))
+        folder = None
+        if accelerator.is_main_process:
+            plan.final.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            found = self.find(windows, needed)
+            folder = None if found is not None else str(self._start_or_release(plan, lock, split_name))
+        folder = broadcast_object_list([folder])[0]
+        if folder is None:  # the main process found it: every process reads it, or finds or builds its own
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                lock.release()
+            return self.build_or_find(windows, needed, stored, encoder, pad_token_id, split_name, accelerator.device)
+        plan.temporary = Path(folder)
+        if not all(gather_object([plan.temporary.is_dir()])):
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                with self._writing(plan, split_name):
+                    plan.fill(encoder, pad_token_id, accelerator.device, split_name)
+                    cached = plan.finish(split_name)
+                lock.release()
+                return cached, True
+            return self.build_or_find(windows, needed, stored, encoder, pad_token_id, split_name, accelerator.device)
+        plan.processes = accelerator.num_processes
+        with self._writing(plan, split_name):
+            plan.fill(
+                encoder, pad_token_id, accelerator.device, split_name if accelerator.is_main_process else None,
+                shard=(accelerator.process_index, accelerator.num_processes),
+            )  # fmt: skip
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with self._writing(plan, split_name):
+                plan.finish(split_name)
+            lock.release()
+        accelerator.wait_for_everyone()
+        return self._open(plan.final, plan.layers), True
+
+    def _start_or_release(self, plan: _BuildPlan, lock: FileLock, split_name: str) -> Path:
         try:
-            temporary.mkdir(parents=True)
-            return self._build_into(temporary, final, windows, layers, encoder, pad_token_id, split_name, device,
-                                    batch_tokens, progress, share_inputs)  # fmt: skip
+            with self._writing(plan, split_name):
+                plan.start()
+        except BaseException:
+            lock.release()
+            raise
+        return plan.temporary
+
+    @contextmanager
+    def _writing(self, plan: _BuildPlan, split_name: str) -> Iterator[None]:
+        """A failed write (no space, no permission) removes the half-built folder and says so."""
+        try:
+            yield
         except OSError as error:
-            shutil.rmtree(temporary, ignore_errors=True)  # never leave a half-built folder behind
+            shutil.rmtree(plan.temporary, ignore_errors=True)  # never leave a half-built folder behind
             raise CacheError(
                 f"cannot write the {split_name} feature cache under {self.root}: {error.strerror or error}"
                 + (" (free some space or point --cache-dir elsewhere)" if error.errno == errno.ENOSPC else "")
             ) from error
 
-    def _build_into(
+
+class _BuildPlan:
+    """One cache build: which inputs are encoded in which batches, where each window's rows
+    go, and the folder it is written in until it is complete."""
+
+    def __init__(
         self,
-        temporary: Path,
-        final: Path,
+        cache: FeatureCache,
         windows: Sequence[EncodedWindow],
-        layers: tuple[int, ...],
+        layers: Sequence[int],
+        hidden: int,
+        share_inputs: bool,
+        batch_tokens: int,
+    ) -> None:
+        self.cache, self.windows, self.hidden = cache, windows, hidden
+        self.layers = tuple(sorted(set(layers)))
+        self.final = cache.root / cache.key(windows) / ("layers-" + "-".join(map(str, self.layers)))
+        self.temporary = self.final.parent / f".building-{self.final.name}-{socket.gethostname()}-{os.getpid()}"
+        self.counts = np.array([1 if cache.pooling else len(w.word_positions) for w in windows], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        self.groups = same_input_groups(windows) if share_inputs else [[index] for index in range(len(windows))]
+        lengths = [len(windows[group[0]].input_ids) for group in self.groups]
+        self.batches = _length_sorted_batches(lengths, batch_tokens)
+        self.started = time.perf_counter()
+        self.processes = 1
+
+    def start(self) -> None:
+        """The temporary folder and its feature file, allocated in full."""
+        remove_abandoned_builds(self.final)
+        shutil.rmtree(self.temporary, ignore_errors=True)
+        self.temporary.mkdir(parents=True)
+        shape = (int(self.offsets[-1]), len(self.layers), self.hidden)
+        features = np.lib.format.open_memmap(self.temporary / "features.npy", mode="w+", dtype=np.float16, shape=shape)
+        del features
+        _allocate(self.temporary / "features.npy")
+
+    def fill(
+        self,
         encoder: nn.Module,
         pad_token_id: int,
-        split_name: str,
         device: torch.device,
-        batch_tokens: int,
-        progress: bool,
-        share_inputs: bool,
-    ) -> CachedSplit:
-        counts = np.array([1 if self.pooling else len(w.word_positions) for w in windows], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        hidden = _hidden_size(encoder)
-        features = np.lib.format.open_memmap(
-            temporary / "features.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), len(layers), hidden)
-        )
-        _allocate(temporary / "features.npy")
-        started = time.perf_counter()
+        progress_name: str | None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        """Encode batches ``shard[0]``, ``shard[0] + shard[1]``, ... into the feature file."""
+        features = np.load(self.temporary / "features.npy", mmap_mode="r+")
         encoder.eval()
         collate = WindowCollator(pad_token_id)
-        dataset = WindowDataset(windows)
-        groups = same_input_groups(windows) if share_inputs else [[index] for index in range(len(windows))]
-        batches = _length_sorted_batches([len(windows[group[0]].input_ids) for group in groups], batch_tokens)
-        iterator = batches
-        if progress:
+        dataset = WindowDataset(self.windows)
+        batches = self.batches[shard[0] :: shard[1]]
+        if progress_name is not None:
             from bertprobe.progress import progress_bar
 
-            iterator = progress_bar(batches, f"caching {split_name} features")
+            batches = progress_bar(batches, f"caching {progress_name} features")
+        groups, windows, offsets, counts = self.groups, self.windows, self.offsets, self.counts
 
-        def encode(batch_groups: list[int], features: np.ndarray) -> None:
+        def encode(batch_groups: list[int]) -> None:
             """Encode one input per group of the batch and write the rows of every window in
             those groups; a batch the device has no memory for is split in halves (again and
             again if need be), so the token budget is an upper bound that adapts to the
@@ -318,7 +410,7 @@ class FeatureCache:
                 sources = torch.tensor(
                     [row for row, group in enumerate(batch_groups) for _ in groups[group]], device=device
                 )
-                words = extract_rows(output.hidden_states, layers, to_extract, self.pooling, sources)
+                words = extract_rows(output.hidden_states, self.layers, to_extract, self.cache.pooling, sources)
                 words = words.to(torch.float16).cpu().numpy()
             except torch.cuda.OutOfMemoryError:
                 if len(batch_groups) == 1:
@@ -329,32 +421,36 @@ class FeatureCache:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 middle = len(batch_groups) // 2
-                encode(batch_groups[:middle], features)
-                encode(batch_groups[middle:], features)
+                encode(batch_groups[:middle])
+                encode(batch_groups[middle:])
                 return
             for row, index in enumerate(members):
                 features[offsets[index] : offsets[index + 1]] = words[row, : counts[index]]
 
         with torch.inference_mode():
-            for batch_groups in iterator:
-                encode(batch_groups, features)
-        features.flush()
-        del features
+            for batch_groups in batches:
+                encode(batch_groups)
+        features.flush()  # the map closes when fill returns
+
+    def finish(self, split_name: str) -> CachedSplit:
+        """The offsets, the manifest with every file's checksum, and the rename into place."""
+        temporary, offsets = self.temporary, self.offsets
         np.save(temporary / "offsets.npy", offsets)
         manifest = {
-            "model": self.model_name,
-            "encoder_sha256": self.encoder_digest,
-            "inputs_sha256": windows_digest(windows),
+            "model": self.cache.model_name,
+            "encoder_sha256": self.cache.encoder_digest,
+            "inputs_sha256": windows_digest(self.windows),
             "split": split_name,
-            "rows": self.pooling or "first sub-token of each labelled word",
-            "layers": list(layers),
-            "windows": len(windows),
-            "encoded_inputs": len(groups),
+            "rows": self.cache.pooling or "first sub-token of each labelled word",
+            "layers": list(self.layers),
+            "windows": len(self.windows),
+            "encoded_inputs": len(self.groups),
             "words": int(offsets[-1]),
-            "hidden_size": hidden,
+            "hidden_size": self.hidden,
             "dtype": "float16",
-            "bytes": int(offsets[-1]) * len(layers) * hidden * 2,
-            "build_seconds": time.perf_counter() - started,
+            "bytes": int(offsets[-1]) * len(self.layers) * self.hidden * 2,
+            "build_seconds": time.perf_counter() - self.started,
+            "processes": self.processes,  # how many processes shared the encoding
         }
         manifest["checksums"] = {
             name: {"xxh3_128": file_checksum(temporary / name), "size": (temporary / name).stat().st_size}
@@ -364,10 +460,10 @@ class FeatureCache:
             stream.write(json.dumps(manifest, indent=2))
             stream.flush()
             os.fsync(stream.fileno())
-        if final.exists():  # a damaged cache the lock holder did not find (find() moves those aside)
-            set_aside(final, "it was in the way of a new build")
-        os.replace(temporary, final)
-        return self._open(final, layers)
+        if self.final.exists():  # a damaged cache the lock holder did not find (find() moves those aside)
+            set_aside(self.final, "it was in the way of a new build")
+        os.replace(temporary, self.final)
+        return FeatureCache._open(self.final, self.layers)
 
 
 def _allocate(path: Path) -> None:

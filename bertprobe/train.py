@@ -191,11 +191,11 @@ def evaluate(model, loader, accelerator, task: Task, split: str) -> tuple[dict, 
 def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info, accelerator):
     """Feature datasets read from the frozen-feature cache, building what is missing.
 
-    Each split's cache is built once per cache folder: processes (on one machine, or on
-    machines sharing the folder) take turns under the cache's file lock
-    (:meth:`FeatureCache.build_or_find`), so the first builds and the others wait, without a
-    collective that a long build would time out, then read it. Before anything is encoded,
-    the splits that are not cached yet must fit in the cache folder's free space.
+    Each split's cache is built once per cache folder. The processes of a data-parallel run
+    share the build, each encoding every N-th batch (:meth:`FeatureCache.build_sharded`), so
+    none waits for a whole build in a collective; separate runs take turns under the
+    cache's file lock (:meth:`FeatureCache.build_or_find`). Before anything is encoded, the
+    splits that are not cached yet must fit in the cache folder's free space.
     """
     cache = FeatureCache(config.cache_dir, config.model, encoder_digest, pooling=task.pooling)
     stored_layers = set(layers.indices)
@@ -213,12 +213,16 @@ def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info
     inputs: dict[str, Dataset] = {}
     info_out: dict[str, object] = {"paths": {}, "built": []}
     for split, encoder_inputs in splits.items():
-        # every process asks; the first to hold the cache's file lock builds, the others wait
-        # on the lock (not in a collective, whose timeout a long build would pass) and read
-        cached, built = cache.build_or_find(
-            encoder_inputs, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
-            accelerator.device, progress=True,
-        )  # fmt: skip
+        if accelerator.num_processes > 1:  # every process encodes its share of the batches
+            cached, built = cache.build_sharded(
+                encoder_inputs, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
+                accelerator,
+            )  # fmt: skip
+        else:  # the first run to hold the cache's lock builds; another waits on the lock and reads
+            cached, built = cache.build_or_find(
+                encoder_inputs, layers.indices, sorted(stored_layers), encoder, tokenizer.pad_token_id, split,
+                accelerator.device, progress=True,
+            )  # fmt: skip
         if built:
             info_out["built"].append(split)
         inputs[split] = FeatureDataset(cached, task.windows[split], layers.indices, task.inputs_per_window)

@@ -240,3 +240,19 @@ def test_cpu_allocator_benchmark_refuses_arms_it_cannot_run(arguments, message, 
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "results").exists()  # nothing ran, nothing written
+
+
+@pytest.mark.slow
+def test_cache_build_processes_benchmark_times_one_and_two_processes(tiny_model_dir, toy_data_dir, tmp_path):
+    report_path = tmp_path / "processes.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "cache_build_processes.py"), "--model", str(tiny_model_dir),
+        "--data-dir", str(toy_data_dir), "--max-train-examples", "40", "--layers", "last", "--repeats", "1",
+        "--report", str(report_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert [len(report["cache_seconds"][arm]) for arm in ("1", "2")] == [1, 1]
+    assert report["n_over_1"] == report["median_cache_seconds"]["2"] / report["median_cache_seconds"]["1"]
+    assert "2 / 1" in result.stdout and report["git_commit"]

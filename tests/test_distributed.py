@@ -246,3 +246,30 @@ def test_a_non_finite_loss_on_one_process_stops_every_process(tiny_model_dir, to
     )  # fmt: skip
     assert result.returncode != 0  # and it returned: no process was left waiting in a collective
     assert result.stderr.count("training loss became non-finite by epoch 1, step 3") == 2  # both processes
+
+
+def test_two_processes_share_a_cache_build_and_store_what_one_process_stores(tiny_model_dir, toy_data_dir, tmp_path):
+    """Each process encodes every other batch into one file; the main process finishes it.
+    The features are those a single process builds, to the bit."""
+    import numpy as np
+    from test_end_to_end import toy_config
+
+    from bertprobe.train import run
+
+    options = ["--mode", "feature", "--layers", "allweighted", "--model", str(tiny_model_dir), "--data-dir",
+               str(toy_data_dir), "--epochs", "1", "--lstm-hidden", "8", "--seed", "3"]  # fmt: skip
+    shared = tmp_path / "shared"
+    result = accelerate_launch(
+        ["--multi_gpu", "--num_processes", "2"],
+        [*options, "--output-dir", str(shared / "runs"), "--cache-dir", str(shared / "cache")],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "single", mode="feature", layers="allweighted",
+                            epochs=1, lstm_hidden=8, seed=3))  # fmt: skip
+    two = json.loads(next((shared / "runs").glob("*.json")).read_text())
+    for split in ("train", "validation", "test"):
+        folders = [Path(two["feature_cache"]["paths"][split]), Path(single["feature_cache"]["paths"][split])]
+        manifests = [json.loads((folder / "manifest.json").read_text()) for folder in folders]
+        assert [manifest["processes"] for manifest in manifests] == [2, 1]
+        features = [np.load(folder / "features.npy") for folder in folders]
+        assert features[0].shape == features[1].shape and np.array_equal(features[0], features[1])

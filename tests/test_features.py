@@ -297,3 +297,21 @@ def test_distinct_inputs_leaves_a_batch_of_different_windows_as_it_is(windows):
     assert sources[0] == sources[2] and sources[1] == sources[4]
     for key, value in repeated.items():
         assert torch.equal(shared[key][sources], value)
+
+
+def test_a_build_shared_by_processes_stores_what_one_process_stores(tmp_path, encoder, windows):
+    """Each of two processes encodes every other batch into the one file (here one after the
+    other); the finished cache equals a single process's to the bit."""
+    from bertprobe.features import _BuildPlan
+
+    alone = FeatureCache(tmp_path / "alone", "tiny", weights_digest(encoder))
+    reference = alone.build(windows, (0, 4), encoder, 0, "validation", torch.device("cpu"), batch_tokens=64)
+    shared = FeatureCache(tmp_path / "shared", "tiny", weights_digest(encoder))
+    plan = _BuildPlan(shared, windows, (0, 4), 32, share_inputs=True, batch_tokens=64)
+    assert len(plan.batches) >= 4  # several batches, so each process has some
+    plan.start()
+    for rank in (0, 1):
+        plan.fill(encoder, 0, torch.device("cpu"), None, shard=(rank, 2))
+    cached = plan.finish("validation")
+    assert np.array_equal(np.array(cached.features), np.array(reference.features))
+    assert shared.find(windows, (4,)) is not None  # its checksums verify
