@@ -273,3 +273,26 @@ def test_two_processes_share_a_cache_build_and_store_what_one_process_stores(tin
         assert [manifest["processes"] for manifest in manifests] == [2, 1]
         features = [np.load(folder / "features.npy") for folder in folders]
         assert features[0].shape == features[1].shape and np.array_equal(features[0], features[1])
+
+
+def test_a_mid_epoch_resume_under_two_processes_logs_the_uninterrupted_loss(tiny_model_dir, toy_data_dir, tmp_path):
+    """The epoch's partial loss saved at a mid-epoch checkpoint is the processes' mean, not
+    the main process's: the resumed run's epoch loss and scores equal an uninterrupted run's."""
+    options = [
+        "--mode", "finetune", "--lr", "1e-3", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir),
+        "--epochs", "2", "--batch-size", "8", "--max-train-examples", "96", "--checkpoint-every", "2",
+    ]  # fmt: skip
+    two = ["--multi_gpu", "--num_processes", "2"]
+    reference = accelerate_launch(two, [*options, "--output-dir", str(tmp_path / "reference")])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    script = tmp_path / "interrupting_run.py"
+    script.write_text(INTERRUPTING_RUN.replace("{stop_at}", "6 + 5"))  # epoch 2, after its checkpoint at batch 4
+    out = tmp_path / "interrupted"
+    assert accelerate_launch(two, [*options, "--output-dir", str(out)], script=script).returncode != 0
+    [checkpoint] = out.glob("checkpoints/*/epoch-2-batch-4")
+    resumed = accelerate_launch(two, [*options, "--output-dir", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads(next((tmp_path / "reference").glob("*.json")).read_text())
+    record = json.loads(next(out.glob("*.json")).read_text())
+    assert record["resumed_from"] == str(checkpoint)
+    assert record["history"] == expected["history"] and record["metrics"] == expected["metrics"]
