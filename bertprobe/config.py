@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -54,6 +55,17 @@ def option_type(annotation: object) -> type:
     return str
 
 
+def default_cache_dir(environ: dict[str, str] | None = None) -> str:
+    """Where frozen features are cached when --cache-dir is not given: ``$BERTPROBE_CACHE``,
+    else ``bertprobe`` in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``), as
+    Hugging Face keeps its downloads under ``HF_HOME``; never the current folder."""
+    environ = os.environ if environ is None else environ
+    if environ.get("BERTPROBE_CACHE"):
+        return environ["BERTPROBE_CACHE"]
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bertprobe")
+
+
 class ConfigError(ValueError):
     """An option value that cannot work; the message names the option."""
 
@@ -101,7 +113,7 @@ class RunConfig:
     seed: int = 42
     max_train_examples: int | None = None
     output_dir: str = "results/runs"
-    cache_dir: str = ".bertprobe_cache"
+    cache_dir: str | None = None  # default: default_cache_dir()
     feature_cache: bool = True
     cache_layers: str | None = None
     save_predictions: bool = False
@@ -207,7 +219,12 @@ class RunConfig:
             )
         self._check_adaptation()
         self._check_optimizer()
-        return replace(self, head=head, lr=self.lr if self.lr is not None else DEFAULT_LR[self.mode])
+        return replace(
+            self,
+            head=head,
+            lr=self.lr if self.lr is not None else DEFAULT_LR[self.mode],
+            cache_dir=self.cache_dir or default_cache_dir(),
+        )
 
     def _check_adaptation(self) -> None:
         """Options of --mode partial and --mode lora. The upper bound of --freeze-layers (the

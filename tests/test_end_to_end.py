@@ -397,3 +397,16 @@ def test_each_run_of_a_process_peaks_where_the_first_did(toy_data_dir, tmp_path)
             pytest.skip("this system cannot reset a process's peak memory (/proc/self/clear_refs)")
         peaks.append(record["memory"]["process_max_rss_bytes"])
     assert max(peaks) - peaks[0] < 50 * 2**20, [peak // 2**20 for peak in peaks]
+
+
+def test_the_default_cache_lives_in_the_user_cache_folder_not_the_current_one(monkeypatch, tmp_path):
+    from bertprobe.config import default_cache_dir
+
+    assert default_cache_dir({"BERTPROBE_CACHE": "/data/cache", "XDG_CACHE_HOME": "/x"}) == "/data/cache"
+    assert default_cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/bertprobe"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir({}) == str(tmp_path / ".cache" / "bertprobe")
+    monkeypatch.setenv("BERTPROBE_CACHE", str(tmp_path / "features"))
+    assert RunConfig(mode="feature").resolved().cache_dir == str(tmp_path / "features")
+    assert RunConfig(cache_dir="mine").resolved().cache_dir == "mine"
+    assert RunConfig(mode="feature").run_name() == RunConfig(mode="feature", cache_dir="mine").run_name()
