@@ -1,3 +1,42 @@
-"""bertprobe: fine-tune a pre-trained encoder, or freeze it and probe its layers, and measure both."""
+"""bertprobe: fine-tune a pre-trained encoder, or freeze it and probe its layers, and measure both.
+
+The Python API (the command line is a thin layer over it)::
+
+    import bertprobe
+
+    record = bertprobe.run(bertprobe.RunConfig(mode="feature", layers="last4concat", data_dir="conll2003/"))
+    records = bertprobe.load_records("results/runs")        # list of dicts, or a DataFrame:
+    frame = bertprobe.records_frame("results/runs")         # needs pandas
+    mix = bertprobe.ScalarMix(4)                            # ELMo's learned mix of K layers
+    spec = bertprobe.resolve_strategy("-1,-2,-3,-4:concat", num_layers=12)
+
+Names are imported when first used, so ``import bertprobe`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "RunConfig": "bertprobe.config",
+    "ConfigError": "bertprobe.config",
+    "run": "bertprobe.train",
+    "load_records": "bertprobe.rows",
+    "records_frame": "bertprobe.rows",
+    "LayerSpec": "bertprobe.layers",
+    "resolve_strategy": "bertprobe.layers",
+    "ScalarMix": "bertprobe.layers",
+    "Tuning": "bertprobe.tuning",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bertprobe' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

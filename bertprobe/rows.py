@@ -152,6 +152,37 @@ def load_records(directory: str | Path) -> list[Record]:
     return records
 
 
+def records_frame(directory: str | Path):
+    """The records under ``directory`` as a pandas DataFrame, a row per record: its name, the
+    configuration's settings (``config.*``), the dev and test scores (``dev.*``, ``test.*``;
+    nested scores flattened with dots) and the train time. pandas is an optional extra
+    (``pip install pandas``)."""
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("records_frame needs pandas: pip install pandas") from None
+
+    rows = []
+    for record in load_records(directory):
+        row = {"name": record.get("name")}
+        row.update({f"config.{key}": value for key, value in (record.get("config") or {}).items()})
+        for split in ("dev", "test"):
+            row.update(_flatten(f"{split}.", (record.get("metrics") or {}).get(split) or {}))
+        row["train_seconds"] = (record.get("time") or {}).get("train_seconds")
+        rows.append(row)
+    return pandas.DataFrame(rows)
+
+
+def _flatten(prefix: str, values: dict[str, object]) -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(f"{prefix}{key}.", value))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 # ----------------------------------------------------------------------------- grouping
 
 

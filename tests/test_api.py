@@ -1,0 +1,69 @@
+"""The Python API as a user calls it: ``import bertprobe`` and its names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_end_to_end import cli, toy_config
+
+import bertprobe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_bertprobe_loads_no_torch_until_a_name_needs_it():
+    code = (
+        "import sys, bertprobe\n"
+        "records = bertprobe.load_records('results/table7_minilm')\n"
+        "assert len(records) == 35, len(records)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
+    with pytest.raises(AttributeError, match="no attribute 'Probe2'"):
+        bertprobe.Probe2  # noqa: B018
+
+
+def test_scalar_mix_alone_equals_the_formula():
+    import torch
+
+    torch.manual_seed(0)
+    mix = bertprobe.ScalarMix(3)
+    with torch.no_grad():
+        mix.scalar_weights.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        mix.gamma.fill_(1.5)
+    hidden_states = torch.randn(2, 7, 3, 8)  # [batch, tokens, layers, hidden]
+    weights = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), dim=0)
+    expected = 1.5 * sum(weights[k] * hidden_states[..., k, :] for k in range(3))
+    assert torch.allclose(mix(hidden_states), expected, atol=1e-6)
+    layers = bertprobe.resolve_strategy("-1,-2,-3,-4:concat", num_layers=12)
+    assert layers.indices == (12, 11, 10, 9) and layers.output_dim(768) == 4 * 768
+
+
+@pytest.mark.slow
+def test_run_from_python_writes_the_record_the_command_line_writes(tiny_model_dir, toy_data_dir, tmp_path):
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path / "python", mode="feature", layers="last", epochs=3)
+    record = bertprobe.run(config)
+    result = cli(
+        "--mode", "feature", "--layers", "last", "--epochs", "3", "--seed", "3", "--batch-size", "8",
+        "--lstm-hidden", "32", "--model", str(tiny_model_dir), "--data-dir", str(toy_data_dir),
+        "--output-dir", str(tmp_path / "cli"), "--cache-dir", str(tmp_path / "cli-cache"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    from_cli = json.loads(next((tmp_path / "cli").glob("*.json")).read_text())
+    assert from_cli["name"] == record["name"]
+    assert from_cli["metrics"] == record["metrics"] and from_cli["history"] == record["history"]
+
+
+def test_records_as_a_data_frame():
+    frame = bertprobe.records_frame(ROOT / "results" / "table7_minilm")
+    assert len(frame) == 35
+    assert {"name", "config.mode", "config.layers", "dev.f1", "test.f1", "train_seconds"} <= set(frame.columns)
+    finetune = frame[frame["config.mode"] == "finetune"]
+    assert len(finetune) == 5 and finetune["dev.f1"].between(0.88, 0.90).all()
+    assert "dev.per_type.PER.f1" in frame.columns  # nested scores flattened with dots
