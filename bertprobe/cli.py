@@ -61,8 +61,7 @@ HELP = {
     "momentum": "--optimizer sgd: momentum",
     "max_train_examples": "train on a seeded random subset of this many training sentences",
     "output_dir": "where the JSON result record (and predictions) are written",
-    "cache_dir": "where frozen features are cached (feature mode; default: $BERTPROBE_CACHE, else "
-    "~/.cache/bertprobe)",
+    "cache_dir": "where frozen features are cached (feature mode; default: $BERTPROBE_CACHE, else ~/.cache/bertprobe)",
     "feature_cache": "feature mode: cache the frozen encoder's outputs (--no-feature-cache reruns it every epoch)",
     "save_predictions": "also write 'word gold predicted' CoNLL files for dev and test",
     "cache_layers": "feature mode: also cache the layers of these strategies (';'-separated) for later runs",
