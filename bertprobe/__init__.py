@@ -7,6 +7,7 @@ The Python API (the command line is a thin layer over it)::
     record = bertprobe.run(bertprobe.RunConfig(mode="feature", layers="last4concat", data_dir="conll2003/"))
     records = bertprobe.load_records("results/runs")        # list of dicts, or a DataFrame:
     frame = bertprobe.records_frame("results/runs")         # needs pandas
+    probe = bertprobe.Probe("bert-base-cased", labels=["O", "B-PER"], mode="feature")  # an nn.Module
     mix = bertprobe.ScalarMix(4)                            # ELMo's learned mix of K layers
     spec = bertprobe.resolve_strategy("-1,-2,-3,-4:concat", num_layers=12)
 
@@ -30,6 +31,7 @@ _EXPORTS = {
     "resolve_strategy": "bertprobe.layers",
     "ScalarMix": "bertprobe.layers",
     "Tuning": "bertprobe.tuning",
+    "Probe": "bertprobe.probe",
 }
 
 __all__ = ["__version__", *_EXPORTS]
