@@ -142,19 +142,25 @@ class ScalarMix(nn.Module):
     .. math::  \mathrm{mix}(h_1, \dots, h_K) = \gamma \sum_{k=1}^{K} \mathrm{softmax}(w)_k \, h_k
 
     ``w`` starts at zero (an equal-weight average) and ``gamma`` at one; both are learned.
-    (A fixed plain average is the ``mean`` combine mode.)
+    (A fixed plain average is the ``mean`` combine mode.) With ``layer_norm``, each ``h_k``
+    is first normalised over its hidden dimension (zero mean, unit variance, no learned
+    scale), as ELMo's ``do_layer_norm`` does, so layers of different scale mix evenly.
+    Usable alone on any model's stacked hidden states.
     """
 
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, layer_norm: bool = False) -> None:
         super().__init__()
         self.scalar_weights = nn.Parameter(torch.zeros(num_layers))
         self.gamma = nn.Parameter(torch.ones(()))
+        self.layer_norm = layer_norm
 
     def normalized_weights(self) -> torch.Tensor:
         return torch.softmax(self.scalar_weights, dim=0)
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         """``stacked`` is ``[..., K, H]``; returns ``[..., H]``."""
+        if self.layer_norm:
+            stacked = nn.functional.layer_norm(stacked, stacked.shape[-1:])
         weights = self.normalized_weights().to(stacked.dtype)
         return self.gamma.to(stacked.dtype) * torch.einsum("...kh,k->...h", stacked, weights)
 

@@ -41,6 +41,11 @@ def test_scalar_mix_alone_equals_the_formula():
     weights = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), dim=0)
     expected = 1.5 * sum(weights[k] * hidden_states[..., k, :] for k in range(3))
     assert torch.allclose(mix(hidden_states), expected, atol=1e-6)
+    normed = bertprobe.ScalarMix(3, layer_norm=True)
+    mean = hidden_states.mean(-1, keepdim=True)
+    std = (hidden_states.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    expected_normed = ((hidden_states - mean) / std).mean(dim=-2)  # equal weights at the start, gamma 1
+    assert torch.allclose(normed(hidden_states), expected_normed, atol=1e-5)
     layers = bertprobe.resolve_strategy("-1,-2,-3,-4:concat", num_layers=12)
     assert layers.indices == (12, 11, 10, 9) and layers.output_dim(768) == 4 * 768
 
