@@ -188,6 +188,24 @@ def evaluate(model, loader, accelerator, task: Task, split: str) -> tuple[dict, 
     return task.score(split, window_indices, predictions)
 
 
+def on_main(accelerator, action: Callable[[], object]) -> object:
+    """Run ``action`` on the main process alone and give every process its result, or raise
+    its error in every process: a check that fails on the main process alone would leave the
+    others waiting in the next collective."""
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list[object] = [None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [(True, action())]
+        except Exception as error:  # raised again below, in every process
+            outcome = [(False, error)]
+    succeeded, value = broadcast_object_list(outcome)[0]
+    if not succeeded:
+        raise value
+    return value
+
+
 def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info, accelerator):
     """Feature datasets read from the frozen-feature cache, building what is missing.
 
@@ -202,13 +220,16 @@ def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info
     for spec in config.cache_layer_specs():
         stored_layers |= set(resolve_strategy(spec, info.num_layers).indices)
     splits = {split: task.encoder_inputs(split) for split in task.windows}
-    if accelerator.is_local_main_process:
+
+    def check_room() -> None:
         missing = [inputs for inputs in splits.values() if cache.find(inputs, layers.indices) is None]
         needed = sum(
             FeatureCache.expected_bytes(windows, stored_layers, info.hidden_size, task.pooling is not None)
             for windows in missing
         )
         check_free_space(config.cache_dir, needed, "--cache-dir", "the feature cache")
+
+    on_main(accelerator, check_room)
     encoder.to(accelerator.device)
     inputs: dict[str, Dataset] = {}
     info_out: dict[str, object] = {"paths": {}, "built": []}
@@ -259,7 +280,7 @@ def run(config: RunConfig) -> dict[str, object]:
 
 def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     from accelerate import Accelerator
-    from accelerate.utils import broadcast_object_list, set_seed
+    from accelerate.utils import set_seed
 
     # Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
     # machine with no accelerator asks for it: `accelerate launch --multi_gpu
@@ -367,8 +388,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     progress = TrainingProgress(fingerprint=fingerprint)
     resumed_from = None
     if config.resume:  # decided once, by the main process, for every process
-        chosen = resume_point(checkpoints, log=logger.warning) if accelerator.is_main_process else None
-        resumed_from = broadcast_object_list([chosen])[0]
+        resumed_from = on_main(accelerator, lambda: resume_point(checkpoints, log=logger.warning))
         if resumed_from is not None and not (resumed_from / COMPLETE_FILE).is_file():
             raise CheckpointError(
                 f"the main process resumes {resumed_from}, which process {accelerator.process_index} cannot see: "

@@ -296,3 +296,18 @@ def test_a_mid_epoch_resume_under_two_processes_logs_the_uninterrupted_loss(tiny
     record = json.loads(next(out.glob("*.json")).read_text())
     assert record["resumed_from"] == str(checkpoint)
     assert record["history"] == expected["history"] and record["metrics"] == expected["metrics"]
+
+
+def test_a_check_that_fails_on_the_main_process_stops_every_process(tiny_model_dir, toy_data_dir, tmp_path):
+    """The free-space check runs on the main process; its refusal must reach the others,
+    which would otherwise wait in the next collective until its timeout."""
+    from test_faults import small_file_system
+
+    with small_file_system(tmp_path / "small", size="64k") as small:
+        result = accelerate_launch(
+            ["--multi_gpu", "--num_processes", "2"],
+            ["--mode", "feature", "--layers", "last", "--model", str(tiny_model_dir), "--data-dir",
+             str(toy_data_dir), "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(small)],
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("the feature cache needs about") == 2  # both processes stop with the reason
