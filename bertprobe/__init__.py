@@ -8,6 +8,7 @@ The Python API (the command line is a thin layer over it)::
     records = bertprobe.load_records("results/runs")        # list of dicts, or a DataFrame:
     frame = bertprobe.records_frame("results/runs")         # needs pandas
     probe = bertprobe.Probe("bert-base-cased", labels=["O", "B-PER"], mode="feature")  # an nn.Module
+    features = bertprobe.extract_features("bert-base-cased", [["John", "smiled"]], layers="last4concat")
     mix = bertprobe.ScalarMix(4)                            # ELMo's learned mix of K layers
     spec = bertprobe.resolve_strategy("-1,-2,-3,-4:concat", num_layers=12)
 
@@ -32,6 +33,7 @@ _EXPORTS = {
     "ScalarMix": "bertprobe.layers",
     "Tuning": "bertprobe.tuning",
     "Probe": "bertprobe.probe",
+    "extract_features": "bertprobe.extract",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -72,3 +72,35 @@ def test_records_as_a_data_frame():
     finetune = frame[frame["config.mode"] == "finetune"]
     assert len(finetune) == 5 and finetune["dev.f1"].between(0.88, 0.90).all()
     assert "dev.per_type.PER.f1" in frame.columns  # nested scores flattened with dots
+
+
+def test_extract_features_equals_the_hidden_states_and_reads_the_cache_the_second_time(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from bertprobe.features import FeatureCache
+
+    sentences = [["john", "went", "to", "springville"], ["mary", "met", "tom"]]
+    features = bertprobe.extract_features(str(tiny_model_dir), sentences, layers="-1,0", cache_dir=str(tmp_path))
+    assert [f.shape for f in features] == [(4, 2, 32), (3, 2, 32)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModel.from_pretrained(tiny_model_dir).eval()
+    for words, got in zip(sentences, features, strict=True):
+        encoded = tokenizer(words, is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            states = model(**encoded, output_hidden_states=True).hidden_states
+        first = [encoded.word_ids().index(i) for i in range(len(words))]  # each word's first sub-token
+        expected = torch.stack([states[4][0, first], states[0][0, first]], dim=1).to(torch.float16)
+        assert torch.equal(torch.from_numpy(got), expected)
+
+    monkeypatch.setattr(FeatureCache, "build", lambda *a, **k: pytest.fail("the cache was built again"))
+    again = bertprobe.extract_features(str(tiny_model_dir), sentences, layers="-1,0", cache_dir=str(tmp_path))
+    assert all((a == b).all() for a, b in zip(again, features, strict=True))
+    monkeypatch.undo()
+    pooled = bertprobe.extract_features(str(tiny_model_dir), ["john went", "mary"], pooling="mean",
+                                        cache_dir=str(tmp_path / "texts"))  # fmt: skip
+    assert [p.shape for p in pooled] == [(1, 1, 32), (1, 1, 32)]
+    with pytest.raises(ValueError, match="texts need pooling 'first' or 'mean'"):
+        bertprobe.extract_features(str(tiny_model_dir), ["john"], cache_dir=str(tmp_path))
