@@ -237,6 +237,15 @@ def _load_for_summary(directories: list[str]) -> list[dict[str, object]] | None:
     return records
 
 
+def layout_for(records: list[dict[str, object]]) -> str:
+    """``table7`` (the paper's NER layout, test beside dev) when every record tags words,
+    ``tasks`` (a column per task) when any scores whole inputs (GLUE, custom files)."""
+    from bertprobe.tasks import TAGGING_TASKS
+
+    tagging = all((record.get("config") or {}).get("task", "conll2003") in TAGGING_TASKS for record in records)
+    return "table7" if tagging else "tasks"
+
+
 def table_main(argv: list[str]) -> int:
     """``bertprobe table DIR [--layout table7|tasks] [--format markdown|csv] [--output FILE]``."""
     parser = argparse.ArgumentParser(
@@ -247,7 +256,11 @@ def table_main(argv: list[str]) -> int:
         "then the cost of each system on each task.",
     )
     parser.add_argument("directory", nargs="+", help="folders searched recursively for result records (*.json)")
-    parser.add_argument("--layout", choices=("table7", "tasks"), default="table7", help="table7 or tasks (see above)")
+    parser.add_argument(
+        "--layout",
+        choices=("table7", "tasks"),
+        help="table7 or tasks (see above); default: table7 when every record tags words, tasks otherwise",
+    )
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     parser.add_argument("--output", help="write the table to this file (atomically) instead of stdout")
     args = parser.parse_args(argv)
@@ -256,7 +269,7 @@ def table_main(argv: list[str]) -> int:
         return 2
     from bertprobe.table import LAYOUTS
 
-    render_markdown, render_csv = LAYOUTS[args.layout]
+    render_markdown, render_csv = LAYOUTS[args.layout or layout_for(records)]
     text = render_csv(records) if args.format == "csv" else render_markdown(records)
     if args.output is None:
         sys.stdout.write(text)

@@ -356,6 +356,8 @@ def test_cli_tasks_layout_and_plot_kinds(tmp_path: Path, capsys: pytest.CaptureF
     only_glue = tmp_path / "glue"
     only_glue.mkdir()
     (only_glue / "a.json").write_text(json.dumps(record("rte")), encoding="utf-8")
+    assert main(["table", str(only_glue)]) == 0  # no --layout: the records score inputs, so tasks
+    assert "| System | RTE acc |" in capsys.readouterr().out
     assert main(["plot", str(only_glue), "--kind", "layers", "--output", str(tmp_path / "none.png")]) == 2
     assert "single-layer" in capsys.readouterr().err
 
