@@ -52,10 +52,8 @@ def summarize(tuning: Tuning) -> list[SystemSummary]:
                 path = Path(config.output_dir) / f"{config.run_name()}.json"
                 if path.exists():
                     record = read_record(path)
-                    metric = record["task"]["primary_metric"]
                     summary.final_dev.append(100 * dev_score(record))
-                    test = (record["metrics"].get("test") or {}).get(metric)
-                    summary.final_test.append(float("nan") if test is None else 100 * float(test))
+                    summary.final_test.append(100 * dev_score(record, "test"))
         summaries.append(summary)
     return summaries
 

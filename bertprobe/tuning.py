@@ -279,9 +279,10 @@ def best_trial(trials: list[tuple[int, dict[str, object], float]]) -> tuple[int,
     return max(scored, key=lambda trial: (trial[2], -trial[0]))
 
 
-def dev_score(record: dict[str, object]) -> float:
+def dev_score(record: dict[str, object], split: str = "dev") -> float:
+    """The record's primary metric on ``split`` (``dev`` or ``test``); NaN where it has none."""
     metric = record["task"]["primary_metric"]  # type: ignore[index]
-    value = (record["metrics"]["dev"] or {}).get(metric)  # type: ignore[index]
+    value = ((record["metrics"] or {}).get(split) or {}).get(metric)  # type: ignore[union-attr]
     return float("nan") if value is None else float(value)
 
 
