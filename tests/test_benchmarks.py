@@ -256,3 +256,26 @@ def test_cache_build_processes_benchmark_times_one_and_two_processes(tiny_model_
     assert [len(report["cache_seconds"][arm]) for arm in ("1", "2")] == [1, 1]
     assert report["n_over_1"] == report["median_cache_seconds"]["2"] / report["median_cache_seconds"]["1"]
     assert "2 / 1" in result.stdout and report["git_commit"]
+
+
+@pytest.mark.slow
+def test_sweep_memory_benchmark_reports_each_runs_peak(tiny_model_dir, toy_data_dir, tmp_path):
+    report_path = tmp_path / "sweep_memory.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "sweep_memory.py"), "--model", str(tiny_model_dir),
+        "--data-dir", str(toy_data_dir), "--runs", "3", "--max-train-examples", "16", "--batch-size", "8",
+        "--report", str(report_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    peaks = report["peak_rss_bytes"]
+    assert len(peaks) == 3 and all(peak > 0 for peak in peaks)
+    assert report["growth_over_first_bytes"] == [peaks[1] - peaks[0], peaks[2] - peaks[0]]
+    assert "run 3: peak resident memory" in result.stdout and report["git_commit"]
+
+
+def test_sweep_memory_benchmark_refuses_a_single_run(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "sweep_memory.py"), "--runs", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2 and "--runs must be at least 2" in result.stderr

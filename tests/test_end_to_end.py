@@ -372,33 +372,6 @@ def test_bertprobe_without_arguments_prints_usage_and_starts_nothing(capsys):
     assert all(command in out for command in ("sweep", "tune", "probe-layers", "table", "plot"))
 
 
-@pytest.mark.slow
-def test_each_run_of_a_process_peaks_where_the_first_did(toy_data_dir, tmp_path):
-    """Three fine-tuning runs of a 13M-parameter model in one process (as a sweep runs them):
-    each run's peak memory is the first's, not the first's plus every earlier model and
-    optimizer (about 150 MB a run when they are kept)."""
-    import torch
-    from conftest import build_tokenizer, vocabulary
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    folder = tmp_path / "model"
-    config = BertConfig(
-        vocab_size=len(vocabulary()), hidden_size=512, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=2048, max_position_embeddings=64,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    build_tokenizer().save_pretrained(folder)
-    peaks = []
-    for seed in (1, 2, 3):
-        record = run(toy_config(folder, toy_data_dir, tmp_path / str(seed), mode="finetune", epochs=1,
-                                max_train_examples=16, seed=seed, checkpoint=False))  # fmt: skip
-        if not record["memory"]["per_run"]:
-            pytest.skip("this system cannot reset a process's peak memory (/proc/self/clear_refs)")
-        peaks.append(record["memory"]["process_max_rss_bytes"])
-    assert max(peaks) - peaks[0] < 50 * 2**20, [peak // 2**20 for peak in peaks]
-
-
 def test_the_default_cache_lives_in_the_user_cache_folder_not_the_current_one(monkeypatch, tmp_path):
     from bertprobe.config import default_cache_dir
 
