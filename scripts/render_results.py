@@ -1,26 +1,31 @@
 """Re-render every committed results table (and, on request, figure) from its records, and
-keep the README's copies of the tables in step.
+keep the copies of the tables in the documents (:data:`DOCUMENTS`: the README and
+docs/results.md) in step.
 
-    python scripts/render_results.py              # the tables under results/, then the README
+    python scripts/render_results.py              # the tables under results/, then the documents
     python scripts/render_results.py --figures    # and every PNG
     python scripts/render_results.py --figures table7_minilm.png   # and that one
 
 Run it after a record lands. Each table in :data:`RENDERED` is rendered again as
-``bertprobe table`` would; where one changed, every README table that copied one of its old
-tables is replaced by the table at the same place in the new rendering, and every README
-line that copied a changed note line by the new line. Paragraphs that quote numbers are
-not rewritten: ``tests/test_results.py`` names each ± pair or p value that no longer rounds
-from a table, for a person to edit.
+``bertprobe table`` would; where one changed, every table of a document that copied one of
+its old tables is replaced by the table at the same place in the new rendering, and every
+line of a document that copied a changed note line by the new line. Paragraphs that quote
+numbers are not rewritten: ``tests/test_results.py`` names each ± pair or p value that no
+longer rounds from a table, for a person to edit.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
+
+#: the documents that copy results tables, relative to the repository root
+DOCUMENTS: tuple[str, ...] = ("README.md", "docs/results.md")
 
 #: rendered file under results/ -> (records folder under results/, ``bertprobe table --layout``)
 RENDERED: dict[str, tuple[str, str]] = {
@@ -79,7 +84,7 @@ def sync_copies(document: str, old: str, new: str) -> tuple[str, int]:
     if len(old_tables) != len(new_tables):
         raise ValueError(
             f"the rendering went from {len(old_tables)} to {len(new_tables)} tables: "
-            "place the new ones in the README by hand"
+            "place the new ones in the documents by hand"
         )
     replaced = 0
     for before, after in zip(old_tables, new_tables, strict=True):
@@ -92,7 +97,7 @@ def sync_copies(document: str, old: str, new: str) -> tuple[str, int]:
     if len(old_notes) != len(new_notes):
         raise ValueError(
             f"the rendering went from {len(old_notes)} to {len(new_notes)} lines of notes: "
-            "place the new ones in the README by hand"
+            "place the new ones in the documents by hand"
         )
     changes = {before: after for before, after in zip(old_notes, new_notes, strict=True) if before != after}
     lines = document.split("\n")
@@ -100,12 +105,13 @@ def sync_copies(document: str, old: str, new: str) -> tuple[str, int]:
     return "\n".join(changes.get(line, line) for line in lines), replaced
 
 
-def rerender(results: Path, readme_path: Path, rendered: dict[str, tuple[str, str]]) -> int:
-    """Re-render each of ``rendered`` under ``results`` and sync ``readme_path``; 0, or 1 when
-    a rendering changed shape (then nothing is written, and the message says which)."""
+def rerender(results: Path, documents: Sequence[Path], rendered: dict[str, tuple[str, str]]) -> int:
+    """Re-render each of ``rendered`` under ``results`` and sync every one of ``documents``;
+    0, or 1 when a rendering changed shape (then nothing is written, and the message says
+    which)."""
     from bertprobe.results import write_text_atomic
 
-    readme = readme_path.read_text(encoding="utf-8")
+    texts = {path: path.read_text(encoding="utf-8") for path in documents}
     changed: dict[Path, str] = {}
     for name, (folder, layout) in rendered.items():
         path = results / name
@@ -113,17 +119,21 @@ def rerender(results: Path, readme_path: Path, rendered: dict[str, tuple[str, st
         if old == new:
             print(f"{path}: unchanged")
             continue
-        try:
-            readme, replaced = sync_copies(readme, old, new)
-        except ValueError as error:  # write nothing: a second run would find the tables new already
-            print(f"{path}: {error}; nothing written", file=sys.stderr)
-            return 1
+        copies = []
+        for document, text in texts.items():
+            try:
+                texts[document], replaced = sync_copies(text, old, new)
+            except ValueError as error:  # write nothing: a second run would find the tables new already
+                print(f"{path}: {error}; nothing written", file=sys.stderr)
+                return 1
+            copies.append(f"{replaced} cop{'y' if replaced == 1 else 'ies'} in {document.name}")
         changed[path] = new
-        print(f"{path}: re-rendered; {replaced} README cop{'y' if replaced == 1 else 'ies'} replaced")
+        print(f"{path}: re-rendered; {', '.join(copies)} replaced")
     for path, text in changed.items():
         write_text_atomic(path, text)
     if changed:
-        write_text_atomic(readme_path, readme)
+        for document, text in texts.items():
+            write_text_atomic(document, text)
     return 0
 
 
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also re-draw these PNGs under results/ (all of them when none is named)",
     )
     args = parser.parse_args(argv)
-    status = rerender(RESULTS, ROOT / "README.md", RENDERED)
+    status = rerender(RESULTS, [ROOT / document for document in DOCUMENTS], RENDERED)
     if status == 0 and args.figures is not None:
         redraw(RESULTS, {name: FIGURES[name] for name in args.figures or FIGURES})
     return status

@@ -1,13 +1,15 @@
 """The committed results are what their records say: every rendered table under
 ``results/`` equals ``bertprobe table`` run on its records now, and every results table in
-the README appears, line for line, in one of those renderings, and so does every mean ± std
-and p value its prose quotes. A number typed in by hand, or a table or paragraph left behind
-when a record landed, fails here; so does a file the README or the notes beside the records
-name that is not there."""
+the documents that show results (the README and docs/results.md) appears, line for line, in
+one of those renderings, and so does every mean ± std and p value their prose quotes (in
+any document: benchmarks/README.md and the other docs too). A number typed in by hand, or a
+table or paragraph left behind when a record landed, fails here; so does a file that a
+document or the notes beside the records name that is not there."""
 
 from __future__ import annotations
 
 import importlib.util
+import posixpath
 import re
 from pathlib import Path
 from types import ModuleType
@@ -31,12 +33,32 @@ render_results = load_script(ROOT / "scripts" / "render_results.py")
 RENDERED: dict[str, tuple[str, str]] = render_results.RENDERED
 FIGURES: dict[str, tuple[tuple[str, ...], str]] = render_results.FIGURES
 render = render_results.render
+DOCUMENTS: tuple[str, ...] = render_results.DOCUMENTS  # the README and docs/results.md: they copy tables
 markdown_tables = render_results.markdown_tables
 sync_copies = render_results.sync_copies
 rerender = render_results.rerender
 
 # prose beside the records (how the runs were made); it may hold no results table
 NOTES: set[str] = {"readme_step2/NOTES.md", "table7_minilm/RUNS.md"}
+
+# every document a reader is pointed to: the ones that copy results tables, the rest of docs/
+# and the benchmarks' README, which cites measured numbers
+READER_DOCUMENTS: list[str] = sorted(
+    {*DOCUMENTS, "benchmarks/README.md", *(path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md"))}
+)
+
+
+def read(document: str) -> str:
+    return (ROOT / document).read_text(encoding="utf-8")
+
+
+def results_tables(document: str) -> list[list[str]]:
+    return [table for table in markdown_tables(read(document)) if table[0].startswith("| System |")]
+
+
+def test_the_documents_are_all_here():
+    assert {"README.md", "docs/results.md", "docs/record.md", "benchmarks/README.md"} <= set(READER_DOCUMENTS)
+    assert all((ROOT / document).is_file() for document in READER_DOCUMENTS)
 
 
 def test_every_rendered_file_is_named_here():
@@ -60,19 +82,24 @@ def test_rendered_tables_match_their_records(name: str):
     )
 
 
-def test_readme_results_tables_come_from_the_records():
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_results_tables_of_a_document_come_from_the_records(document: str):
     sources = list(RENDERED.values())
     rendered_lines = [render(folder, layout).splitlines() for folder, layout in sources]
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    results_tables = [table for table in markdown_tables(readme) if table[0].startswith("| System |")]
-    assert len(results_tables) >= 5
-    for table in results_tables:
+    tables = results_tables(document)
+    assert tables, f"{document} shows no results table"
+    for table in tables:
         found = any(
             lines[start : start + len(table)] == table
             for lines in rendered_lines
             for start in range(len(lines) - len(table) + 1)
         )
-        assert found, f"README table starting {table[0][:60]!r} ... {table[-1][:60]!r} is in no rendering"
+        assert found, f"{document}: table starting {table[0][:60]!r} ... {table[-1][:60]!r} is in no rendering"
+
+
+def test_the_documents_show_the_results_tables():
+    assert sum(len(results_tables(document)) for document in DOCUMENTS) >= 5
+    assert len(results_tables("docs/results.md")) >= 5  # every section's tables moved there, none was lost
 
 
 def test_markdown_tables_splits_runs_of_table_lines():
@@ -94,40 +121,56 @@ def test_sync_copies_replaces_whole_tables_and_note_lines_only():
         sync_copies(document, old, new + "\n†: resumed.\n")
 
 
-def test_rerender_updates_a_stale_table_and_its_readme_copy(tmp_path: Path):
+def test_rerender_updates_a_stale_table_and_its_copies_in_every_document(tmp_path: Path):
     from test_table import make_record, write_records
 
-    results, readme = tmp_path / "results", tmp_path / "README.md"
+    results, readme, page = tmp_path / "results", tmp_path / "README.md", tmp_path / "docs" / "results.md"
     write_records(results / "runs", [make_record(seed=1, dev_f1=0.90), make_record(seed=2, dev_f1=0.92)])
     stale = render("runs", "table7", results)
     write_records(results / "runs" / "late", [make_record(seed=3, dev_f1=0.94)])  # a record lands
     (results / "table.md").write_text(stale, encoding="utf-8")
     readme.write_text("# R\n\n" + "\n".join(markdown_tables(stale)[0]) + "\n\nprose\n", encoding="utf-8")
-    assert rerender(results, readme, {"table.md": ("runs", "table7")}) == 0
+    page.parent.mkdir()
+    page.write_text("# Results\n\n" + stale + "\nmore prose\n", encoding="utf-8")
+    assert rerender(results, [readme, page], {"table.md": ("runs", "table7")}) == 0
     fresh = render("runs", "table7", results)
     assert fresh != stale and (results / "table.md").read_text(encoding="utf-8") == fresh
     assert readme.read_text(encoding="utf-8") == "# R\n\n" + "\n".join(markdown_tables(fresh)[0]) + "\n\nprose\n"
     assert "| Fine-tuning | 92.00 ± 2.00 | " in readme.read_text(encoding="utf-8")
+    assert page.read_text(encoding="utf-8") == "# Results\n\n" + fresh + "\nmore prose\n"  # tables and notes
     # a change of shape (a second model's section) writes nothing
     write_records(results / "runs" / "other", [make_record(model="other/model")])
-    before = readme.read_text(encoding="utf-8")
-    assert rerender(results, readme, {"table.md": ("runs", "table7")}) == 1
-    assert (results / "table.md").read_text(encoding="utf-8") == fresh and readme.read_text(encoding="utf-8") == before
+    before = readme.read_text(encoding="utf-8"), page.read_text(encoding="utf-8")
+    assert rerender(results, [readme, page], {"table.md": ("runs", "table7")}) == 1
+    assert (results / "table.md").read_text(encoding="utf-8") == fresh
+    assert (readme.read_text(encoding="utf-8"), page.read_text(encoding="utf-8")) == before
 
 
-def test_readme_counts_the_table7_runs_that_have_landed():
+def test_render_results_syncs_the_documents_that_show_results():
+    assert set(DOCUMENTS) == {"README.md", "docs/results.md"}
+    assert all((ROOT / document).is_file() for document in DOCUMENTS)
+
+
+TABLE7_HEADING = re.compile(r"^#+ (?:.*: )?Table 7 with MiniLM(?:: in progress, (\d+) of (\d+) runs)?$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_the_table7_heading_counts_the_runs_that_have_landed(document: str):
     from bertprobe.rows import load_records
     from bertprobe.sweep import expand, load_experiment
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"### Table 7 with MiniLM \(issue 3\): in progress, (\d+) of (\d+) runs", readme)
-    if match is None:  # the protocol is complete: the heading no longer counts
-        assert "### Table 7 with MiniLM (issue 3)" in readme
-        return
-    landed, planned = int(match.group(1)), int(match.group(2))
-    assert planned == len(list(expand(load_experiment(ROOT / "experiments" / "table7.yaml"), {})))
+    headings = TABLE7_HEADING.findall(read(document))
+    assert headings, f"{document} has no Table 7 with MiniLM heading"
+    planned = len(list(expand(load_experiment(ROOT / "experiments" / "table7.yaml"), {})))
     records = len(load_records(RESULTS / "table7_minilm"))
-    assert landed == records, f"the README's Table 7 heading says {landed} runs; results/table7_minilm holds {records}"
+    for landed, stated_plan in headings:
+        if not landed:  # the heading says the protocol is complete: it must be
+            assert records == planned, f"{document}'s Table 7 heading counts no runs, but {records} of {planned} landed"
+            continue
+        assert int(stated_plan) == planned
+        assert int(landed) == records, (
+            f"{document}'s Table 7 heading says {landed} runs; results/table7_minilm holds {records}"
+        )
 
 
 # Numbers the prose quotes from the tables: "mean ± std" (or "difference ± its error") pairs and
@@ -139,9 +182,10 @@ TABLE_P = re.compile(r"(?:\| |\(p )(<0\.001|\d\.\d{3})(?= \||\))")
 
 
 def prose(text: str) -> str:
-    """``text`` without its fenced code blocks and table lines."""
+    """``text`` without its fenced code blocks and table lines, its lines joined by single
+    spaces: a quote that a line break splits (``89.23 ±`` at a line's end) is still read."""
     text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
-    return "\n".join(line for line in text.splitlines() if not line.startswith("|"))
+    return " ".join(line.strip() for line in text.splitlines() if not line.startswith("|"))
 
 
 def rounds_to(quoted: str, value: float) -> bool:
@@ -168,11 +212,16 @@ def unmatched_quotes(text: str, rendered: str) -> list[str]:
     return missing
 
 
-def test_readme_prose_quotes_the_tables_as_they_are_now():
+@pytest.mark.parametrize("document", READER_DOCUMENTS)
+def test_prose_quotes_the_tables_as_they_are_now(document: str):
     rendered = "\n".join(render(folder, layout) for folder, layout in RENDERED.values())
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert len(PLUS_MINUS.findall(prose(readme))) >= 10 and len(PROSE_P.findall(prose(readme))) >= 5
-    assert unmatched_quotes(readme, rendered) == []
+    assert unmatched_quotes(read(document), rendered) == []
+
+
+def test_the_documents_that_discuss_results_quote_them():
+    results_page, readme = prose(read("docs/results.md")), prose(read("README.md"))
+    assert len(PLUS_MINUS.findall(results_page)) >= 10 and len(PROSE_P.findall(results_page)) >= 5
+    assert PLUS_MINUS.findall(readme) and PROSE_P.findall(readme)  # the README's headline paragraph
 
 
 def test_unmatched_quotes_reads_prose_to_its_own_rounding():
@@ -182,27 +231,33 @@ def test_unmatched_quotes_reads_prose_to_its_own_rounding():
     stale = "A reached 89.17 ± 0.47, p 0.102; p is 0.101 on dev and 0.229 on test; 89.1 ± 0.3"
     assert unmatched_quotes(stale, rendered) == ["89.17 ± 0.47", "89.1 ± 0.3", "p 0.102", "p 0.229"]
     assert unmatched_quotes("```\n1.0 ± 2.0, p 0.5\n```\n", rendered) == []  # code is not prose
+    wrapped = "A reached 89.17 ±\n0.47, with p\n0.102.\n"  # a line break inside a quote hides nothing
+    assert unmatched_quotes(wrapped, rendered) == ["89.17 ± 0.47", "p 0.102"]
 
 
-# Files the README and the notes point a reader to: links, repository paths and file names in
-# backticks. `results/runs` is where a run writes by default and is made at run time;
-# `results/table7_minilm_gpu` is the folder the README suggests for a GPU's Table 7 records.
-REPOSITORY_PATH = re.compile(r"(?<![\w/.])((?:results|benchmarks|scripts|experiments|tests|bertprobe)/[\w./-]*\w)")
-LINK = re.compile(r"\]\(([^)#\s]+)\)")
+# Files the documents and the notes point a reader to: links (relative to the document, as a
+# Markdown viewer resolves them; an #anchor after the file is ignored), repository paths and file
+# names in backticks. `results/runs` is where a run writes by default and is made at run time;
+# `results/table7_minilm_gpu` is the folder docs/results.md suggests for a GPU's Table 7 records.
+REPOSITORY_PATH = re.compile(r"(?<![\w/.])((?:results|benchmarks|scripts|experiments|tests|bertprobe|docs)/[\w./-]*\w)")
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
 FILE_NAME = re.compile(r"`([\w.-]+\.(?:log|json|md|png|py|yaml|sh))`")
 MADE_AT_RUN_TIME = {"results/runs", "results/table7_minilm_gpu"}
 
 
-def named_paths(text: str) -> set[str]:
-    links = {link for link in LINK.findall(text) if "://" not in link}
+def named_paths(text: str, folder: str = "") -> set[str]:
+    """The repository paths ``text`` names; its links are relative to ``folder`` (the
+    document's own folder, relative to the repository root)."""
+    links = {posixpath.normpath(posixpath.join(folder, link)) for link in LINK.findall(text) if "://" not in link}
     return {path.rstrip("/") for path in (links | set(REPOSITORY_PATH.findall(text)))} - MADE_AT_RUN_TIME
 
 
-@pytest.mark.parametrize("document", ["README.md", *(f"results/{note}" for note in sorted(NOTES))])
+@pytest.mark.parametrize("document", [*READER_DOCUMENTS, *(f"results/{note}" for note in sorted(NOTES))])
 def test_files_a_document_names_exist(document: str):
-    text = (ROOT / document).read_text(encoding="utf-8")
-    assert not [path for path in sorted(named_paths(text)) if not (ROOT / path).exists()]
-    folders = ("results", "benchmarks", "scripts", "experiments", "tests", "bertprobe")
+    text = read(document)
+    folder = posixpath.dirname(document)
+    assert not [path for path in sorted(named_paths(text, folder)) if not (ROOT / path).exists()]
+    folders = ("results", "benchmarks", "scripts", "experiments", "tests", "bertprobe", "docs")
     names_here = {path.name for folder in folders for path in (ROOT / folder).rglob("*")}
     names_here |= {path.name for path in ROOT.iterdir()}
     assert not [name for name in sorted(set(FILE_NAME.findall(text))) if name not in names_here]
@@ -211,3 +266,5 @@ def test_files_a_document_names_exist(document: str):
 def test_named_paths_finds_links_paths_and_skips_urls():
     text = "see [x](results/a.md), `benchmarks/b.py`, results/c/ and [y](https://h/z) and results/runs/"
     assert named_paths(text) == {"results/a.md", "benchmarks/b.py", "results/c"}
+    page = "[t](../results/t.png), [r](record.md#metrics), [u](usage.md), `docs/x.md`, [a](#anchor)"
+    assert named_paths(page, "docs") == {"results/t.png", "docs/record.md", "docs/usage.md", "docs/x.md"}
