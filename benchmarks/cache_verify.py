@@ -32,7 +32,7 @@ import torch
 from bertprobe.alignment import encode_split
 from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
 from bertprobe.features import DATA_FILES, FeatureCache, FeatureDataset, damage, weights_digest
-from bertprobe.layers import resolve_strategy
+from bertprobe.layer_spec import resolve_strategy
 from bertprobe.preflight import human_bytes
 from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
 from bertprobe.tasks.conll import load_conll_dir

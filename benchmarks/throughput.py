@@ -303,7 +303,7 @@ def arm_features(settings: dict[str, object]) -> dict[str, object]:
 
     from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
     from bertprobe.features import FeatureCache, _length_sorted_batches, weights_digest
-    from bertprobe.layers import resolve_strategy
+    from bertprobe.layer_spec import resolve_strategy
     from bertprobe.tasks import load_task
 
     config = ours_config(settings)

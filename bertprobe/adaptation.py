@@ -23,6 +23,7 @@ from torch import nn
 
 from bertprobe.config import PEFT_MISSING, ConfigError, RunConfig
 from bertprobe.encoder import EncoderInfo
+from bertprobe.modes import Mode
 
 #: Attention query and value projections under the names architectures give them, tried in
 #: order: BERT, RoBERTa, ELECTRA, ALBERT, XLM-R; DistilBERT; DeBERTa-v2; BART-style; T5.
@@ -279,17 +280,17 @@ def adapt_encoder(
     default the last layer) do not depend on are frozen and named in the summary's
     ``not_trained`` (:func:`freeze_unread_parameters`)."""
     adaptation = _adapt(encoder, config, info)
-    if config.mode != "feature":
+    if config.mode.trains_encoder:
         read = read_layers if read_layers is not None else (info.num_layers,)
         adaptation.summary["not_trained"] = freeze_unread_parameters(encoder, read)
-    if config.mode == "lora":  # an adapter beside an unread Linear (BERT's pooler) no longer trains
+    if config.mode is Mode.LORA:  # an adapter beside an unread Linear (BERT's pooler) no longer trains
         adaptation.adapter_trainable = adaptation.summary["adapter_trainable"] = adapter_parameter_count(encoder)
     return adaptation
 
 
 def _adapt(encoder: nn.Module, config: RunConfig, info: EncoderInfo) -> Adaptation:
     parts = None
-    if config.mode == "partial":
+    if config.mode is Mode.PARTIAL:
         k = config.freeze_layers
         if k is None or not 0 <= k <= info.num_layers:
             raise ConfigError(
@@ -297,20 +298,20 @@ def _adapt(encoder: nn.Module, config: RunConfig, info: EncoderInfo) -> Adaptati
                 f"K must be in 0..{info.num_layers} (0 freezes the embeddings only)"
             )
         parts = encoder_parts(encoder, info.num_layers, "--mode partial")
-    elif config.layer_lr_decay != 1.0 and config.mode != "feature":
+    elif config.layer_lr_decay != 1.0 and config.mode.trains_encoder:
         parts = encoder_parts(encoder, info.num_layers, "--layer-lr-decay")
 
-    summary: dict[str, object] = {"mode": config.mode}
+    summary: dict[str, object] = {"mode": config.mode.value}
     if parts is not None:
         summary["layer_list"] = parts.layers
         summary["after_layers"] = [  # the modules with weights of their own
             name for name in parts.after if list(encoder.get_submodule(name).parameters(recurse=False))
         ]
-    if config.mode == "partial":
+    if config.mode is Mode.PARTIAL:
         summary["freeze_layers"] = config.freeze_layers
         summary["frozen_parameters"] = freeze_lower_layers(encoder, parts, config.freeze_layers)
         return Adaptation(parts=parts, summary=summary)
-    if config.mode == "lora":
+    if config.mode is Mode.LORA:
         targets, adapted = add_lora(encoder, config)
         count = adapter_parameter_count(encoder)
         summary.update(

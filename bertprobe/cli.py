@@ -9,82 +9,15 @@ import argparse
 import sys
 from dataclasses import fields
 
-from bertprobe.config import DEFAULT_LR, MODES, ConfigError, RunConfig, option_type
-from bertprobe.heads import HEADS
-from bertprobe.layers import NAMED_STRATEGIES
+from bertprobe.config import GROUPS, HEADS, SWEEP_OVERRIDES, ConfigError, RunConfig, option_type
+from bertprobe.modes import MODE_NAMES
 
 SUBCOMMANDS = ("train", "table", "plot", "sweep")
 
-HELP = {
-    "mode": (
-        f"{' | '.join(MODES)}: train every encoder weight; freeze the encoder and train a head on its layers; "
-        "freeze the embeddings and lowest --freeze-layers layers and train the rest; or train low-rank "
-        "adapters (peft) beside the frozen encoder's weights"
-    ),
-    "layers": (
-        "feature mode: which hidden states feed the head. Names: "
-        + ", ".join(NAMED_STRATEGIES)
-        + "; or LAYERS:COMBINE, e.g. '-1,-2,-3,-4:concat', '0-12:weighted', 'all:mean' "
-        "(0 = embeddings, -1 = last layer)"
-    ),
-    "model": "Hub id or local folder of a Hugging Face encoder",
-    "task": "conll2003 | conll (your CoNLL files) | a GLUE task (sst2, mrpc, rte, cola, stsb, ...) | custom",
-    "pooling": "sequence tasks: first (the [CLS] token) or mean (over tokens) of the chosen layers",
-    "train_file": "--task custom: training file (.tsv, .csv or .jsonl)",
-    "validation_file": "--task custom: dev file",
-    "test_file": "--task custom: test file (optional)",
-    "text_columns": "--task custom: one or two comma-separated text columns, e.g. sentence1,sentence2",
-    "label_column": "--task custom: the label column",
-    "regression": "--task custom: real-valued labels (default: inferred from the training labels)",
-    "data_dir": "folder with train/validation/test CoNLL files; without it the Hub dataset is loaded",
-    "hub_dataset": "Hub dataset id used when --data-dir is not given",
-    "context": "sentence: each sentence alone; document: as much of its document as fits around it",
-    "max_length": "sub-token limit per window (default: the model's own limit)",
-    "head": f"{' | '.join(HEADS)} (default: bilstm for feature on tagging tasks, else linear)",
-    "lstm_hidden": "BiLSTM units per direction",
-    "lr": "peak learning rate (default: " + ", ".join(f"{lr} {mode}" for mode, lr in DEFAULT_LR.items()) + ")",
-    "freeze_layers": "--mode partial: freeze the embeddings and this many lowest Transformer layers (0..L)",
-    "lora_rank": "--mode lora: rank r of each adapter (r * (in + out) weights per adapted Linear)",
-    "lora_alpha": "--mode lora: adapter scale alpha (the update is alpha / r * B A x)",
-    "lora_dropout": "--mode lora: dropout on the adapters' input",
-    "lora_target_modules": (
-        "--mode lora: comma-separated names of the Linear modules to adapt (default: the attention query and "
-        "value projections: query,value for BERT, q_lin,v_lin for DistilBERT, query_proj,value_proj for DeBERTa)"
-    ),
-    "encoder_lr": "peak learning rate of the encoder's weights (default: --lr)",
-    "head_lr": "peak learning rate of the head and layer mix (default: --lr)",
-    "layer_lr_decay": (
-        "layer-wise learning-rate decay d: layer i of L trains at encoder-lr * d^(L-i), the embeddings at "
-        "encoder-lr * d^L (1 = off)"
-    ),
-    "optimizer": "adamw | sgd",
-    "momentum": "--optimizer sgd: momentum",
-    "max_train_examples": "train on a seeded random subset of this many training sentences",
-    "output_dir": "where the JSON result record (and predictions) are written",
-    "cache_dir": "where frozen features are cached (feature mode; default: $BERTPROBE_CACHE, else ~/.cache/bertprobe)",
-    "feature_cache": "feature mode: cache the frozen encoder's outputs (--no-feature-cache reruns it every epoch)",
-    "save_predictions": "also write 'word gold predicted' CoNLL files for dev and test",
-    "cache_layers": "feature mode: also cache the layers of these strategies (';'-separated) for later runs",
-    "eval_every": "evaluate on dev every this many epochs, and always after the last; the best evaluated epoch wins",
-    "check_loss_every": "check the running loss for NaN every this many steps",
-    "tags": "free-form labels stored in the record",
-    "train_fraction": "train on a seeded random fraction (0, 1] of the training set; nested as it grows",
-    "gradient_accumulation_steps": "one optimizer step per this many batches (effective batch: batch x it x processes)",
-    "mixed_precision": "no | fp16 | bf16 (default: what `accelerate launch --mixed_precision` says)",
-    "compile": "torch.compile the model (dynamic shapes)",
-    "checkpoint": "save a checkpoint after every epoch (removed when the run finishes), for --resume",
-    "checkpoint_every": "also checkpoint every this many batches within an epoch (0: at epoch ends only), "
-    "for epochs longer than a job may live",
-    "trim_heap_every": "CPU, glibc: hand the heap's free pages back to the kernel (malloc_trim) every this many "
-    "batches (0: never), for runs that keep large blocks in the heap (MALLOC_MMAP_MAX_=0); it bounds the memory "
-    "kept between trims, not the peak; preloading jemalloc does better (benchmarks/cpu_allocator.py)",
-    "pair_encoding": "sentence pairs, --mode feature: joint (one input, [CLS] a [SEP] b [SEP]) or separate (each "
-    "sentence encoded alone, u and v; the head reads [u; v; |u - v|; u * v], as SentEval does)",
-    "cpu_threads": "CPU runs: torch threads per process (default: the cores this process may use, divided by "
-    "the processes on this machine; `accelerate launch` would otherwise leave one)",
-    "resume": "continue an interrupted run from its last checkpoint under --output-dir/checkpoints",
-    "report_to": "tensorboard: log each epoch's loss and dev score under --output-dir/tensorboard",
-}
+
+def option_help(name: str) -> str:
+    """The ``--help`` text of a :class:`RunConfig` option (kept on the field itself)."""
+    return next(f.metadata["help"] for f in fields(RunConfig) if f.name == name)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -94,7 +27,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bertprobe.checkpoint import CheckpointError
     from bertprobe.encoder import ModelLoadError
     from bertprobe.features import CacheError
-    from bertprobe.layers import LayerSpecError
+    from bertprobe.layer_spec import LayerSpecError
     from bertprobe.results import RecordWriteError
     from bertprobe.tasks.conll import DataFormatError
 
@@ -104,22 +37,49 @@ def user_errors() -> tuple[type[Exception], ...]:
     )  # fmt: skip
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks; adds ``(default: X)`` where there is a default to
+    show and the help text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+TRAIN_EXAMPLES = """examples:
+  # frozen encoder, last four layers concatenated, BiLSTM head (the BERT paper's best feature row)
+  bertprobe --mode feature --layers last4concat --model bert-base-cased --data-dir conll2003/
+  # fine-tune every layer; the same on two GPUs
+  bertprobe --mode finetune --model bert-base-cased --data-dir conll2003/
+  accelerate launch --multi_gpu --num_processes 2 run.py --mode finetune --model bert-base-cased
+  # a GLUE task, LoRA adapters of rank 16
+  bertprobe --task sst2 --mode lora --lora-rank 16 --model bert-base-cased --data-dir glue/sst2
+  # your own labelled sentences
+  bertprobe --task custom --train-file train.tsv --validation-file dev.tsv --text-columns sentence \\
+      --label-column label --mode feature --layers last4weighted --model bert-base-cased"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertprobe",
+        usage="bertprobe [train] [OPTIONS]",
         description=(
-            "Fine-tune an encoder or probe its frozen layers; write a result record. Other commands: "
-            "bertprobe sweep FILE.yaml (an experiment file), bertprobe tune FILE.yaml (equal-effort tuning), "
-            "bertprobe probe-layers (every layer alone), "
-            "bertprobe table DIR and bertprobe plot DIR (summaries of records); each has its own --help."
+            "Fine-tune an encoder or probe its frozen layers on one task; write a JSON result record.\n"
+            "Other commands, each with its own --help: bertprobe sweep FILE.yaml (an experiment file),\n"
+            "bertprobe tune FILE.yaml (equal-effort tuning), bertprobe probe-layers (every layer alone),\n"
+            "bertprobe table DIR and bertprobe plot DIR (summaries of records)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=HelpFormatter,
     )
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
     defaults = RunConfig()
     for field in fields(RunConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        kwargs: dict[str, object] = {"help": HELP.get(field.name, field.name.replace("_", " "))}
+        kwargs: dict[str, object] = {"help": field.metadata["help"]}
         if isinstance(default, bool) or "bool" in str(field.type):
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = default
@@ -127,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["nargs"] = "*"
             kwargs["default"] = []
         else:
-            kwargs["default"] = default
+            kwargs["default"] = default.value if field.name == "mode" else default
             kwargs["type"] = option_type(field.type)
         if field.name == "mode":
-            kwargs["choices"] = MODES
-        parser.add_argument(flag, **kwargs)
+            kwargs["choices"] = MODE_NAMES
+        elif field.name == "head":
+            kwargs["choices"] = HEADS
+        groups[field.metadata["group"]].add_argument(flag, **kwargs)
     return parser
 
 
@@ -182,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return tune_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         argv = argv[1:]
-    from bertprobe.layers import LayerSpecError
+    from bertprobe.layer_spec import LayerSpecError
 
     try:
         config = config_from_args(argv)  # validates every option before torch is imported
@@ -325,9 +287,7 @@ def sweep_main(argv: list[str]) -> int:
         help="run only the configurations whose setting has one of these values (repeatable; 'none' = unset), "
         "e.g. --where train_fraction=0.01,0.1 --where mode=finetune",
     )
-    overridable = ("model", "data_dir", "output_dir", "cache_dir", "context", "lstm_hidden", "epochs",
-                   "max_train_examples", "task", "hub_dataset", "eval_batch_size", "mixed_precision",
-                   "checkpoint_every", "trim_heap_every")  # fmt: skip
+    overridable = SWEEP_OVERRIDES
     types = {name: option_type(f.type) for f in fields(RunConfig) for name in (f.name,) if name in overridable}
     for name in overridable:
         parser.add_argument("--" + name.replace("_", "-"), type=types[name], help=f"override {name} for every run")
@@ -411,18 +371,18 @@ def probe_layers_main(argv: list[str]) -> int:
         "once), skipping runs whose record exists; then plot dev score against layer.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help=HELP["model"])
-    parser.add_argument("--task", default="conll2003", help=HELP["task"])
-    parser.add_argument("--data-dir", help=HELP["data_dir"])
+    parser.add_argument("--model", required=True, help=option_help("model"))
+    parser.add_argument("--task", default="conll2003", help=option_help("task"))
+    parser.add_argument("--data-dir", help=option_help("data_dir"))
     parser.add_argument("--output-dir", default="results/layers", help="where the result records are written")
-    parser.add_argument("--cache-dir", default=RunConfig.cache_dir, help=HELP["cache_dir"])
+    parser.add_argument("--cache-dir", default=RunConfig.cache_dir, help=option_help("cache_dir"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds of every run")
     parser.add_argument("--head", default="linear", choices=HEADS, help="the probe, the same on every layer")
     parser.add_argument("--epochs", type=int, help="training epochs of every run (None: the runs' own default)")
     parser.add_argument("--lr", type=float, help="the probes' learning rate (fine-tuning keeps its default)")
     parser.add_argument("--lstm-hidden", type=int, help="--head bilstm: units per direction")
-    parser.add_argument("--max-train-examples", type=int, help=HELP["max_train_examples"])
-    parser.add_argument("--context", help=HELP["context"])
+    parser.add_argument("--max-train-examples", type=int, help=option_help("max_train_examples"))
+    parser.add_argument("--context", help=option_help("context"))
     parser.add_argument("--finetune", action="store_true", help="also fine-tune (the plot's reference line)")
     parser.add_argument("--plot", help="PNG to draw (default: OUTPUT_DIR/layers.png)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they exist; run nothing")

@@ -10,38 +10,61 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from bertprobe.alignment import CONTEXT_MODES
-from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
-from bertprobe.heads import HEADS
-from bertprobe.layers import LayerSpec
+from bertprobe.layer_spec import NAMED_STRATEGIES, LayerSpec
+from bertprobe.modes import MODE_NAMES, Mode
 
-MODES = ("finetune", "feature", "partial", "lora")
 POOLING_MODES = ("first", "mean")
 #: joint: a pair is one input ([CLS] a [SEP] b [SEP]), one pooled vector; separate: each
 #: sentence encoded alone (u, v), the head reads [u; v; |u - v|; u * v], as SentEval does.
 PAIR_ENCODINGS = ("joint", "separate")
+#: The task heads (built in :mod:`bertprobe.heads`, which checks it builds exactly these).
+HEADS = ("linear", "bilstm")
 OPTIMIZERS = ("adamw", "sgd")
 PEFT_MISSING = "--mode lora needs the peft package: pip install peft (or pip install 'bertprobe[lora]')"
 MIXED_PRECISION = (None, "no", "fp16", "bf16")  # None: whatever `accelerate launch` says
 REPORT_TO = (None, "tensorboard")
 
-#: The options of the first release: they always enter a run's name hash. Options added
-#: since enter it only when set away from their default, so older records keep their names
-#: (and a sweep still recognises them as done).
-NAME_FIELDS_V1 = frozenset(
-    (
-        "mode", "layers", "model", "task", "data_dir", "hub_dataset", "context", "pooling", "train_file",
-        "validation_file", "test_file", "text_columns", "label_column", "regression", "max_length", "head",
-        "lstm_hidden", "lstm_layers", "dropout", "epochs", "lr", "batch_size", "eval_batch_size", "weight_decay",
-        "warmup_fraction", "max_grad_norm", "seed", "max_train_examples",
-    )
-)  # fmt: skip
+#: The groups of ``bertprobe --help``, in order.
+GROUPS = ("task and data", "model and layers", "training", "output and bookkeeping")
 
-#: Learning rates when --lr is not given: the paper's 5e-5 for fine-tuning, whole or partial;
-#: a randomly initialised head on frozen features, or low-rank adapters (which start as a
-#: no-op), learn faster and take a larger step.
-DEFAULT_LR = {"finetune": 5e-5, "feature": 1e-3, "partial": 5e-5, "lora": 5e-4}
-#: Heads of tagging tasks when --head is not given; sequence tasks: always linear.
-DEFAULT_HEAD = {"finetune": "linear", "feature": "bilstm", "partial": "linear", "lora": "linear"}
+#: Options that no longer exist but that older records hold: readers ignore them.
+RETIRED_OPTIONS = frozenset({"trim_heap_every"})
+
+
+def option(
+    default: object = None,
+    help: str = "",
+    group: str = "training",
+    *,
+    first_release: bool = False,
+    bookkeeping: bool = False,
+    task_identity: bool = False,
+    sweep_override: bool = False,
+    applies_when: dict[str, tuple[object, ...]] | None = None,
+    default_factory: object = None,
+) -> object:
+    """A :class:`RunConfig` field with everything the code knows about the option beside it.
+
+    * ``help``: the text of ``--help``; ``group``: its section there (one of :data:`GROUPS`).
+    * ``first_release``: an option of the first release. It always enters a run's name hash;
+      options added since enter it only when set away from their default, so older records
+      keep their names (and a sweep still recognises them as done). Options added since are
+      read as their default in records that lack them (:data:`RECORD_DEFAULTS`).
+    * ``bookkeeping``: names folders or caches or keeps books; cannot change what a run
+      measures, so it stays out of the run's name and never splits a row of a table.
+    * ``task_identity``: says which task and data a run used (the tasks table's column).
+    * ``sweep_override``: ``bertprobe sweep`` accepts it to override every run of a file.
+    * ``applies_when``: the option acts only when these other options have these values
+      (``None`` standing for their default); elsewhere it never splits a row.
+    """
+    assert group in GROUPS, group
+    metadata = {
+        "help": help, "group": group, "first_release": first_release, "bookkeeping": bookkeeping,
+        "task_identity": task_identity, "sweep_override": sweep_override, "applies_when": applies_when or {},
+    }  # fmt: skip
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)  # type: ignore[arg-type]
+    return field(default=default, metadata=metadata)
 
 
 def option_type(annotation: object) -> type:
@@ -70,70 +93,212 @@ class ConfigError(ValueError):
     """An option value that cannot work; the message names the option."""
 
 
+TASK = "task and data"
+MODEL = "model and layers"
+TRAINING = "training"
+OUTPUT = "output and bookkeeping"
+BILSTM = {"head": (None, "bilstm")}
+LORA_ONLY = {"mode": (Mode.LORA,)}
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    mode: str = "finetune"
-    layers: str = "last"
-    model: str = "bert-base-cased"
-    task: str = "conll2003"
-    data_dir: str | None = None
-    hub_dataset: str = "conll2003"
-    context: str = "sentence"
-    pooling: str = "first"
-    pair_encoding: str = "joint"
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
-    text_columns: str | None = None
-    label_column: str | None = None
-    regression: bool | None = None
-    max_length: int | None = None
-    head: str | None = None
-    lstm_hidden: int = 768
-    lstm_layers: int = 2
-    dropout: float = 0.1
-    epochs: int = 3
-    lr: float | None = None
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    eval_every: int = 1
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    max_grad_norm: float = 1.0
-    freeze_layers: int | None = None
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.1
-    lora_target_modules: str | None = None
-    encoder_lr: float | None = None
-    head_lr: float | None = None
-    layer_lr_decay: float = 1.0
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    seed: int = 42
-    max_train_examples: int | None = None
-    output_dir: str = "results/runs"
-    cache_dir: str | None = None  # default: default_cache_dir()
-    feature_cache: bool = True
-    cache_layers: str | None = None
-    save_predictions: bool = False
-    check_loss_every: int = 50
-    train_fraction: float | None = None
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str | None = None
-    compile: bool = False
-    checkpoint: bool = True
-    checkpoint_every: int = 0
-    trim_heap_every: int = 0
-    cpu_threads: int | None = None
-    resume: bool = False
-    report_to: str | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)
+    """Every option of one run. Each field's metadata (:func:`option`) says what the option
+    does, where ``--help`` lists it, and whether it names a run or changes its result."""
+
+    mode: Mode = option(
+        Mode.FINETUNE, "; ".join(f"{mode}: {mode.description}" for mode in Mode), MODEL, first_release=True
+    )
+    layers: str = option(
+        "last",
+        "--mode feature: which hidden states feed the head. Names: " + ", ".join(NAMED_STRATEGIES)
+        + "; or LAYERS:COMBINE, e.g. '-1,-2,-3,-4:concat', '0-12:weighted', 'all:mean' (0 = embeddings, -1 = last "
+        "layer)",
+        MODEL, first_release=True,
+    )  # fmt: skip
+    model: str = option(
+        "bert-base-cased", "Hub id or local folder of a Hugging Face encoder", MODEL, first_release=True,
+        sweep_override=True,
+    )  # fmt: skip
+    task: str = option(
+        "conll2003",
+        "conll2003 | conll (your CoNLL files) | a GLUE task (sst2, mrpc, rte, cola, stsb, ...) | custom",
+        TASK, first_release=True, task_identity=True, sweep_override=True,
+    )  # fmt: skip
+    data_dir: str | None = option(
+        None, "folder with the task's train/validation/test files; without it the Hub dataset is loaded", TASK,
+        first_release=True, task_identity=True, sweep_override=True,
+    )  # fmt: skip
+    hub_dataset: str = option(
+        "conll2003", "Hub dataset id of --task conll2003 when --data-dir is not given", TASK, first_release=True,
+        task_identity=True, sweep_override=True,
+    )  # fmt: skip
+    context: str = option(
+        "sentence", "tagging tasks: sentence (each sentence alone) or document (as much of its document as fits "
+        "around it)", TASK, first_release=True, sweep_override=True,
+    )  # fmt: skip
+    pooling: str = option(
+        "first", "sentence tasks: first (the [CLS] token) or mean (over tokens) of the chosen layers", TASK,
+        first_release=True,
+    )  # fmt: skip
+    pair_encoding: str = option(
+        "joint", "sentence pairs, --mode feature: joint (one input, [CLS] a [SEP] b [SEP]) or separate (each "
+        "sentence encoded alone, u and v; the head reads [u; v; |u - v|; u * v], as SentEval does)", TASK,
+    )  # fmt: skip
+    train_file: str | None = option(
+        None, "--task custom: training file (.tsv, .csv or .jsonl)", TASK, first_release=True, task_identity=True
+    )
+    validation_file: str | None = option(None, "--task custom: dev file", TASK, first_release=True, task_identity=True)
+    test_file: str | None = option(
+        None, "--task custom: test file (optional)", TASK, first_release=True, task_identity=True
+    )
+    text_columns: str | None = option(
+        None, "--task custom: one or two comma-separated text columns, e.g. sentence1,sentence2", TASK,
+        first_release=True, task_identity=True,
+    )  # fmt: skip
+    label_column: str | None = option(
+        None, "--task custom: the label column", TASK, first_release=True, task_identity=True
+    )
+    regression: bool | None = option(
+        None, "--task custom: real-valued labels (default: inferred from the training labels)", TASK,
+        first_release=True, task_identity=True,
+    )  # fmt: skip
+    max_length: int | None = option(
+        None, "sub-tokens per window (default: the model's own limit)", TASK, first_release=True
+    )
+    head: str | None = option(
+        None, f"{' | '.join(HEADS)} (default: bilstm for --mode feature on tagging tasks, else linear)", MODEL,
+        first_release=True,
+    )  # fmt: skip
+    lstm_hidden: int = option(
+        768, "--head bilstm: units per direction", MODEL, first_release=True, sweep_override=True,
+        applies_when=BILSTM,
+    )  # fmt: skip
+    lstm_layers: int = option(2, "--head bilstm: stacked BiLSTM layers", MODEL, first_release=True, applies_when=BILSTM)
+    dropout: float = option(
+        0.1, "dropout in the head (on its input, and between BiLSTM layers)", MODEL, first_release=True
+    )
+    epochs: int = option(3, "training epochs", TRAINING, first_release=True, sweep_override=True)
+    lr: float | None = option(
+        None, "peak learning rate (default: " + ", ".join(f"{mode.default_lr} {mode}" for mode in Mode) + ")",
+        TRAINING, first_release=True,
+    )  # fmt: skip
+    batch_size: int = option(32, "training examples (windows) per batch and process", TRAINING, first_release=True)
+    eval_batch_size: int = option(
+        64, "examples per batch when scoring dev and test", TRAINING, first_release=True, sweep_override=True
+    )
+    eval_every: int = option(
+        1, "evaluate on dev every this many epochs, and always after the last; the best evaluated epoch wins",
+        TRAINING,
+    )  # fmt: skip
+    weight_decay: float = option(
+        0.01, "weight decay (never on biases, norm weights or the layer mix)", TRAINING, first_release=True
+    )
+    warmup_fraction: float = option(
+        0.1, "fraction of the steps over which the learning rate rises linearly from 0 (then falls linearly to 0)",
+        TRAINING, first_release=True,
+    )  # fmt: skip
+    max_grad_norm: float = option(
+        1.0, "clip the gradients' global norm to this (0: no clipping)", TRAINING, first_release=True
+    )
+    freeze_layers: int | None = option(
+        None, "--mode partial: freeze the embeddings and this many lowest Transformer layers (0..L)", MODEL,
+        applies_when={"mode": (Mode.PARTIAL,)},
+    )  # fmt: skip
+    lora_rank: int = option(
+        8, "--mode lora: rank r of each adapter (r * (in + out) weights per adapted Linear)", MODEL,
+        applies_when=LORA_ONLY,
+    )  # fmt: skip
+    lora_alpha: float = option(
+        16.0, "--mode lora: adapter scale alpha (the update is alpha / r * B A x)", MODEL, applies_when=LORA_ONLY
+    )
+    lora_dropout: float = option(0.1, "--mode lora: dropout on the adapters' input", MODEL, applies_when=LORA_ONLY)
+    lora_target_modules: str | None = option(
+        None, "--mode lora: comma-separated names of the Linear modules to adapt (default: the attention query "
+        "and value projections: query,value for BERT, q_lin,v_lin for DistilBERT, query_proj,value_proj for "
+        "DeBERTa)", MODEL, applies_when=LORA_ONLY,
+    )  # fmt: skip
+    encoder_lr: float | None = option(None, "peak learning rate of the encoder's weights (default: --lr)", TRAINING)
+    head_lr: float | None = option(None, "peak learning rate of the head and layer mix (default: --lr)", TRAINING)
+    layer_lr_decay: float = option(
+        1.0, "layer-wise learning-rate decay d: layer i of L trains at encoder-lr * d^(L-i), the embeddings at "
+        "encoder-lr * d^L (1 = off)", TRAINING,
+    )  # fmt: skip
+    optimizer: str = option("adamw", " | ".join(OPTIMIZERS), TRAINING)
+    momentum: float = option(0.9, "--optimizer sgd: momentum", TRAINING, applies_when={"optimizer": ("sgd",)})
+    seed: int = option(
+        42,
+        "seed of the head's initialisation, the training subset, the batch order and dropout",
+        TRAINING,
+        first_release=True,
+    )
+    max_train_examples: int | None = option(
+        None, "train on a seeded random subset of this many training examples", TASK, first_release=True,
+        sweep_override=True,
+    )  # fmt: skip
+    train_fraction: float | None = option(
+        None, "train on a seeded random fraction (0, 1] of the training set; nested as it grows", TASK
+    )
+    gradient_accumulation_steps: int = option(
+        1, "one optimizer step per this many batches (effective batch: batch x it x processes)", TRAINING
+    )
+    mixed_precision: str | None = option(
+        None, "no | fp16 | bf16 (default: what `accelerate launch --mixed_precision` says)", TRAINING,
+        sweep_override=True,
+    )  # fmt: skip
+    output_dir: str = option(
+        "results/runs", "where the JSON result record (and predictions) are written", OUTPUT, bookkeeping=True,
+        sweep_override=True,
+    )  # fmt: skip
+    cache_dir: str | None = option(
+        None, "where frozen features are cached (default: $BERTPROBE_CACHE, else ~/.cache/bertprobe)", OUTPUT,
+        bookkeeping=True, sweep_override=True,
+    )  # fmt: skip
+    feature_cache: bool = option(
+        True, "--mode feature: cache the frozen encoder's outputs (--no-feature-cache reruns it every epoch)",
+        OUTPUT, bookkeeping=True,
+    )  # fmt: skip
+    cache_layers: str | None = option(
+        None, "--mode feature: also cache the layers of these strategies (';'-separated) for later runs", OUTPUT,
+        bookkeeping=True,
+    )  # fmt: skip
+    save_predictions: bool = option(
+        False, "also write 'word gold predicted' CoNLL files for dev and test", OUTPUT, bookkeeping=True
+    )
+    check_loss_every: int = option(50, "check the running loss for NaN every this many steps", OUTPUT, bookkeeping=True)
+    compile: bool = option(False, "torch.compile the model (dynamic shapes)", TRAINING, bookkeeping=True)
+    checkpoint: bool = option(
+        True, "save a checkpoint after every epoch (removed when the run finishes), for --resume", OUTPUT,
+        bookkeeping=True,
+    )  # fmt: skip
+    checkpoint_every: int = option(
+        0, "also checkpoint every this many batches within an epoch (0: at epoch ends only), for epochs longer "
+        "than a job may live", OUTPUT, bookkeeping=True, sweep_override=True,
+    )  # fmt: skip
+    cpu_threads: int | None = option(
+        None, "CPU runs: torch threads per process (default: the cores this process may use, divided by the "
+        "processes on this machine; `accelerate launch` would otherwise leave one)", TRAINING, bookkeeping=True,
+    )  # fmt: skip
+    resume: bool = option(
+        False, "continue an interrupted run from its last checkpoint under --output-dir/checkpoints", OUTPUT,
+        bookkeeping=True,
+    )  # fmt: skip
+    report_to: str | None = option(
+        None, "tensorboard: log each epoch's loss and dev score under --output-dir/tensorboard", OUTPUT,
+        bookkeeping=True,
+    )  # fmt: skip
+    tags: tuple[str, ...] = option(
+        help="free-form labels stored in the record", group=OUTPUT, bookkeeping=True, default_factory=tuple
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, Mode):
+            if self.mode not in MODE_NAMES:
+                raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(MODE_NAMES)}")
+            object.__setattr__(self, "mode", Mode(self.mode))
 
     def resolved(self) -> RunConfig:
         """Fill the mode-dependent defaults and validate every option (no model is loaded)."""
-        if self.mode not in MODES:
-            raise ConfigError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
         from bertprobe.tasks import TASKS, is_tagging
 
         if self.task not in TASKS:
@@ -145,7 +310,7 @@ class RunConfig:
         LayerSpec.parse(self.layers)
         for spec in self.cache_layer_specs():
             LayerSpec.parse(spec)
-        head = self.head or (DEFAULT_HEAD[self.mode] if is_tagging(self.task) else "linear")
+        head = self.head or (self.mode.default_tagging_head if is_tagging(self.task) else "linear")
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
         for name in (
@@ -179,13 +344,6 @@ class RunConfig:
             )
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ConfigError(f"--cpu-threads must be at least 1, got {self.cpu_threads}")
-        if self.trim_heap_every < 0:
-            raise ConfigError("--trim-heap-every must be 0 (never) or a positive number of batches")
-        if self.trim_heap_every:
-            from bertprobe.cpu_heap import heap_trimming_available
-
-            if not heap_trimming_available():
-                raise ConfigError("--trim-heap-every needs glibc's malloc_trim (Linux with glibc)")
         if self.mixed_precision not in MIXED_PRECISION:
             choices = ", ".join(str(choice) for choice in MIXED_PRECISION[1:])
             raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of {choices}")
@@ -208,12 +366,12 @@ class RunConfig:
             )
         if self.pair_encoding not in PAIR_ENCODINGS:
             raise ConfigError(f"--pair-encoding {self.pair_encoding!r} is not one of {', '.join(PAIR_ENCODINGS)}")
-        if self.pair_encoding == "separate" and not (self.mode == "feature" and self.feature_cache):
+        if self.pair_encoding == "separate" and not (self.mode.uses_cache and self.feature_cache):
             raise ConfigError(
                 "--pair-encoding separate encodes each sentence of a pair apart with the frozen encoder: it needs "
                 "--mode feature and the feature cache"
             )
-        if self.mode != "feature" and self.layers != "last":
+        if not self.mode.reads_layers and self.layers != "last":
             raise ConfigError(
                 f"--layers applies to --mode feature only: --mode {self.mode} puts its head on the last layer"
             )
@@ -222,20 +380,20 @@ class RunConfig:
         return replace(
             self,
             head=head,
-            lr=self.lr if self.lr is not None else DEFAULT_LR[self.mode],
+            lr=self.lr if self.lr is not None else self.mode.default_lr,
             cache_dir=self.cache_dir or default_cache_dir(),
         )
 
     def _check_adaptation(self) -> None:
         """Options of --mode partial and --mode lora. The upper bound of --freeze-layers (the
         model's depth) is checked when the encoder is adapted."""
-        if self.mode == "partial" and self.freeze_layers is None:
+        if self.mode is Mode.PARTIAL and self.freeze_layers is None:
             raise ConfigError(
                 "--mode partial needs --freeze-layers K: the embeddings and the lowest K Transformer layers are "
                 "frozen (0 freezes the embeddings only)"
             )
         if self.freeze_layers is not None:
-            if self.mode != "partial":
+            if self.mode is not Mode.PARTIAL:
                 raise ConfigError(f"--freeze-layers applies to --mode partial only, not --mode {self.mode}")
             if self.freeze_layers < 0:
                 raise ConfigError(
@@ -243,7 +401,7 @@ class RunConfig:
                     "model's number of Transformer layers (0 freezes the embeddings only)"
                 )
         if self.lora_target_modules is not None:
-            if self.mode != "lora":
+            if self.mode is not Mode.LORA:
                 raise ConfigError(f"--lora-target-modules applies to --mode lora only, not --mode {self.mode}")
             if not self.lora_targets():
                 raise ConfigError("--lora-target-modules needs at least one module name, e.g. query,value")
@@ -253,7 +411,7 @@ class RunConfig:
             raise ConfigError("--lora-alpha must be positive")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError("--lora-dropout must be in [0, 1)")
-        if self.mode == "lora" and importlib.util.find_spec("peft") is None:
+        if self.mode is Mode.LORA and importlib.util.find_spec("peft") is None:
             raise ConfigError(PEFT_MISSING)
 
     def _check_optimizer(self) -> None:
@@ -267,7 +425,7 @@ class RunConfig:
             raise ConfigError("--layer-lr-decay must be in (0, 1]; 1 gives every encoder layer --encoder-lr")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError("--momentum must be in [0, 1)")
-        if self.mode == "feature" and (self.encoder_lr is not None or self.layer_lr_decay != 1.0):
+        if not self.mode.trains_encoder and (self.encoder_lr is not None or self.layer_lr_decay != 1.0):
             option = "--encoder-lr" if self.encoder_lr is not None else "--layer-lr-decay"
             raise ConfigError(f"{option} has no effect in --mode feature: the encoder is frozen (use --head-lr)")
 
@@ -287,6 +445,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
+        data["mode"] = self.mode.value
         data["tags"] = list(self.tags)
         return data
 
@@ -308,10 +467,36 @@ class RunConfig:
         settings = {
             k: v
             for k, v in resolved.to_dict().items()
-            if k not in BOOKKEEPING_OPTIONS and (k in NAME_FIELDS_V1 or v != defaults[k])
+            if k not in BOOKKEEPING_OPTIONS and (k in FIRST_RELEASE_OPTIONS or v != defaults[k])
         }
         digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "-", self.model.rstrip("/").split("/")[-1])
-        layers = re.sub(r"[^A-Za-z0-9]+", "_", self.layers) if self.mode == "feature" else "all"
-        mode = {"partial": f"partial-freeze{self.freeze_layers}", "lora": f"lora-r{self.lora_rank}"}
-        return f"{self.task}_{model}_{mode.get(self.mode, self.mode)}_{layers}_{self.context}_seed{self.seed}_{digest}"
+        layers = re.sub(r"[^A-Za-z0-9]+", "_", self.layers) if self.mode.reads_layers else "all"
+        mode = {Mode.PARTIAL: f"partial-freeze{self.freeze_layers}", Mode.LORA: f"lora-r{self.lora_rank}"}
+        adaptation = mode.get(self.mode, self.mode.value)
+        return f"{self.task}_{model}_{adaptation}_{layers}_{self.context}_seed{self.seed}_{digest}"
+
+
+def _options(flag: str) -> frozenset[str]:
+    return frozenset(f.name for f in fields(RunConfig) if f.metadata[flag])
+
+
+#: Options of the first release: always in a run's name hash (see :func:`option`).
+FIRST_RELEASE_OPTIONS = _options("first_release")
+#: Options that cannot change what a run measures: out of its name, never a row of a table.
+BOOKKEEPING_OPTIONS = _options("bookkeeping")
+#: Options that say which task and data a run used.
+TASK_IDENTITY_OPTIONS = _options("task_identity")
+#: Options ``bertprobe sweep`` lets the command line override for every run of a file.
+SWEEP_OVERRIDES = tuple(f.name for f in fields(RunConfig) if f.metadata["sweep_override"])
+#: Where each option acts only with certain values of other options (see :func:`option`).
+OPTION_CONDITIONS: dict[str, dict[str, tuple[object, ...]]] = {
+    f.name: f.metadata["applies_when"] for f in fields(RunConfig) if f.metadata["applies_when"]
+}
+#: The value a record without an option ran with: its default (records written before an
+#: option existed lack it). Options whose default is unset (``None``) are left out.
+RECORD_DEFAULTS: dict[str, object] = {
+    f.name: (f.default.value if isinstance(f.default, Mode) else f.default)
+    for f in fields(RunConfig)
+    if not f.metadata["bookkeeping"] and f.default is not None and not callable(f.default)
+}

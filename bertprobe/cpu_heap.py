@@ -6,9 +6,9 @@ kernel zero-filling pages: every block above the mmap threshold (at most 32 MB) 
 ``MALLOC_TRIM_THRESHOLD_`` keeps such blocks in the heap to be reused, but batches of
 varying shapes fragment it, and resident memory then grows until the kernel kills the run
 (``benchmarks/cpu_allocator.py``). ``malloc_trim(0)`` hands every whole free page of every
-arena back to the kernel: called every N steps, it bounds the memory the heap keeps
-between calls while most steps still reuse its pages, but not the peak within N steps,
-which in the Table 7 fine-tuning run still crept up. It changes no number a step computes.
+arena back to the kernel: called every N steps (:func:`trim_heap`, an arm of that
+benchmark), it bounds the memory the heap keeps between calls, but not the peak within N
+steps, which in the Table 7 fine-tuning run still crept up; so runs do not offer it.
 
 jemalloc, preloaded and keeping its pages, does better than either (steps as fast as
 glibc's kept heap, memory flat): :func:`allocator_hint` says so when a run trains the

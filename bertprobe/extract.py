@@ -11,7 +11,7 @@ from bertprobe.alignment import EncodedWindow, encode_split
 from bertprobe.config import default_cache_dir
 from bertprobe.encoder import describe, freeze, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
-from bertprobe.layers import resolve_strategy
+from bertprobe.layer_spec import resolve_strategy
 from bertprobe.tasks.conll import Sentence, TaggedSplit
 
 POOLINGS = ("first", "mean")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-HEADS = ("linear", "bilstm")
+from bertprobe.config import HEADS
 
 
 class LinearTagger(nn.Module):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bertprobe.layers import LayerCombiner, ResolvedLayers
+from bertprobe.layer_spec import ResolvedLayers
+from bertprobe.layers import LayerCombiner
 
 
 def gather_words(

@@ -24,8 +24,9 @@ from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.config import RunConfig
 from bertprobe.encoder import describe, freeze, load_encoder, load_tokenizer
 from bertprobe.heads import build_head
-from bertprobe.layers import resolve_strategy
+from bertprobe.layer_spec import resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
+from bertprobe.modes import MODE_NAMES, Mode
 from bertprobe.tasks.conll import Sentence, TaggedSplit
 
 
@@ -45,7 +46,7 @@ class Probe(nn.Module):
         self,
         encoder: str | nn.Module,
         labels: Sequence[str],
-        mode: str = "finetune",
+        mode: str | Mode = Mode.FINETUNE,
         layers: str = "last",
         pooling: str | None = None,
         head: str | None = None,
@@ -59,7 +60,8 @@ class Probe(nn.Module):
     ) -> None:
         super().__init__()
         name = encoder if isinstance(encoder, str) else getattr(encoder.config, "_name_or_path", "model")
-        head = head or ("bilstm" if mode == "feature" and pooling is None else "linear")
+        mode = Mode(mode) if mode in MODE_NAMES else mode  # an unknown name is refused by RunConfig
+        head = head or (Mode(mode).default_tagging_head if pooling is None else "linear")
         self.run_config = RunConfig(
             mode=mode,
             model=name,
@@ -76,7 +78,7 @@ class Probe(nn.Module):
         self.info = describe(name, model.config)
         self.labels = list(labels)
         resolved = resolve_strategy(layers, self.info.num_layers)
-        frozen = mode == "feature"
+        frozen = not self.run_config.mode.trains_encoder
         if frozen:
             freeze(model)
         self.adaptation = adapt_encoder(model, self.run_config, self.info, resolved.indices)

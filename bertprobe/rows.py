@@ -33,18 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
+from bertprobe.config import BOOKKEEPING_OPTIONS, OPTION_CONDITIONS, RECORD_DEFAULTS, RETIRED_OPTIONS
 from bertprobe.formatting import difference_of_means, finite, mean_or_none, plain, sample_std, welch_p_value
+from bertprobe.layer_spec import NAMED_STRATEGIES
+from bertprobe.modes import Mode
 
-FINETUNE = "finetune"
-LORA = "lora"
+FINETUNE = Mode.FINETUNE.value
+LORA = Mode.LORA.value
 #: System key of partial fine-tuning: ``partial:K`` froze the embeddings and the K lowest layers.
 PARTIAL_PREFIX = "partial:"
 
 #: Configuration values that do not change what a run measures: they never split a row.
 #: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
-#: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too.
-IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | {"seed"}
+#: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too,
+#: and options that no longer exist.
+IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | RETIRED_OPTIONS | {"seed"}
 
 #: The paper's Table 7 rows in the paper's order: system key -> display name.
 SYSTEM_NAMES: dict[str, str] = {
@@ -72,27 +75,6 @@ PAPER_DEV_F1: dict[str, float] = {
     "last4sum": 95.9,
 }
 
-#: Options added since the first records were written, with the value a record without them
-#: ran with: a missing key counts as this value, so old and new records of one setting share
-#: a row. (Kept in step with :class:`bertprobe.config.RunConfig`'s defaults by a test.)
-ADDED_OPTION_DEFAULTS: dict[str, object] = {
-    "pooling": "first",
-    "lora_rank": 8,
-    "lora_alpha": 16.0,
-    "lora_dropout": 0.1,
-    "layer_lr_decay": 1.0,
-    "optimizer": "adamw",
-    "momentum": 0.9,
-    "gradient_accumulation_steps": 1,
-    "eval_every": 1,
-}
-
-#: Options that only act in some modes (or with some optimizer): elsewhere they never split a row.
-_MODE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "lora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"),
-    "partial": ("freeze_layers",),
-}
-
 #: The paper reports test F1 for fine-tuning only.
 PAPER_TEST_F1: dict[str, float] = {FINETUNE: 92.4}
 
@@ -102,20 +84,10 @@ PAPER_TASK = "conll2003"
 #: The head of each of the paper's rows: a linear layer on the fine-tuned model, a two-layer
 #: BiLSTM on frozen features. A row with another head (a linear probe of frozen features,
 #: say) is not the paper's experiment and gets no paper value beside it.
-PAPER_HEAD = {"finetune": "linear", "feature": "bilstm"}
+PAPER_HEAD = {Mode.FINETUNE.value: "linear", Mode.FEATURE.value: "bilstm"}
 
-#: Named layer strategies written out (as in :data:`bertprobe.layers.NAMED_STRATEGIES`), so
-#: that a run given the spelled-out spec lands in the named row. Kept here so that reading
-#: tables does not import torch.
-_STRATEGY_SPECS: dict[str, str] = {
-    "0": "embeddings",
-    "-1": "last",
-    "-2": "second_last",
-    "-1,-2,-3,-4:sum": "last4sum",
-    "-4,-3,-2,-1:weighted": "last4weighted",
-    "-1,-2,-3,-4:concat": "last4concat",
-    "all:weighted": "allweighted",
-}
+#: Named layer strategies written out, so that a run given the spelled-out spec lands in the named row.
+_STRATEGY_SPECS: dict[str, str] = {spec: name for name, spec in NAMED_STRATEGIES.items()}
 
 
 Record = dict[str, object]
@@ -193,7 +165,7 @@ def system_key(record: Record) -> str:
     mode = config.get("mode", FINETUNE)
     if mode == FINETUNE:
         return FINETUNE
-    if mode == "partial":
+    if mode == Mode.PARTIAL:
         return f"{PARTIAL_PREFIX}{config.get('freeze_layers')}"
     if mode == LORA:
         return LORA
@@ -219,7 +191,7 @@ def system_name(key: str, lora_ranks: Iterable[object] = ()) -> str:
 
 
 def lora_ranks(records: Iterable[Record]) -> list[object]:
-    return [record_config(record).get("lora_rank", ADDED_OPTION_DEFAULTS["lora_rank"]) for record in records]
+    return [record_config(record).get("lora_rank", RECORD_DEFAULTS["lora_rank"]) for record in records]
 
 
 def system_rank(key: str) -> tuple[int, int, str]:
@@ -479,15 +451,10 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
     config = record_config(record)
     system = system_key(record) if system is None else system
     skipped = set(IGNORED_CONFIG_KEYS) | set(ignore)
-    mode = str(config.get("mode", FINETUNE))
-    for other, keys in _MODE_OPTIONS.items():
-        if other != mode:
-            skipped |= set(keys)
-    values = {**ADDED_OPTION_DEFAULTS, **config}
-    if values.get("optimizer") != "sgd":
-        skipped.add("momentum")  # only SGD has momentum
-    if values.get("head") not in (None, "bilstm"):
-        skipped |= {"lstm_hidden", "lstm_layers"}  # only the BiLSTM head has them
+    values = {**RECORD_DEFAULTS, **config}
+    for key, conditions in OPTION_CONDITIONS.items():
+        if any(values.get(other) not in allowed for other, allowed in conditions.items()):
+            skipped.add(key)  # e.g. LoRA's rank in a fine-tuning row, momentum beside AdamW
     settings = {key: value for key, value in sorted(values.items()) if key not in skipped and value is not None}
     if not is_feature_system(system):
         settings.pop("layers", None)  # the encoder-training modes always use the last layer, whatever --layers says

@@ -26,7 +26,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from bertprobe.config import ConfigError, RunConfig, option_type
-from bertprobe.layers import LayerSpec
+from bertprobe.layer_spec import LayerSpec
+from bertprobe.modes import Mode
 
 EXPERIMENT_KEYS = {"name", "description", "base", "seeds", "runs", "grid"}
 
@@ -56,7 +57,7 @@ def load_experiment(path: str | Path) -> dict[str, object]:
 
 def _cache_union(rows: list[dict[str, object]]) -> str | None:
     """Every feature row's strategy, ``;``-separated: the layers one shared cache must hold."""
-    specs = list(dict.fromkeys(str(row.get("layers", "last")) for row in rows if row.get("mode") == "feature"))
+    specs = list(dict.fromkeys(str(row.get("layers", "last")) for row in rows if row.get("mode") == Mode.FEATURE))
     for spec in specs:
         LayerSpec.parse(spec)
     return ";".join(specs) or None
@@ -77,7 +78,7 @@ def expand(experiment: dict[str, object], overrides: dict[str, object], use_grid
             variants = [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
         for variant, seed in itertools.product(variants, seeds):
             values = {**base, **row, **variant, **overrides, "seed": seed}
-            if values.get("mode") == "feature" and cache_layers is not None:
+            if values.get("mode") == Mode.FEATURE and cache_layers is not None:
                 values.setdefault("cache_layers", cache_layers)
             values["tags"] = (*values.get("tags", ()), str(experiment.get("name", "sweep")))
             yield RunConfig.from_dict(values).resolved()
@@ -155,8 +156,8 @@ def layer_probe_experiment(
     one frozen-feature cache holding all ``depth + 1`` layers, so the encoder runs once."""
     if depth < 1:
         raise ConfigError(f"a model to probe needs at least one Transformer layer, not {depth}")
-    feature = {**(probe or {}), "mode": "feature"}
+    feature = {**(probe or {}), "mode": Mode.FEATURE.value}
     runs: list[dict[str, object]] = [{**feature, "layers": str(layer)} for layer in range(depth + 1)]
     if with_finetune:
-        runs.append({"mode": "finetune"})
+        runs.append({"mode": Mode.FINETUNE.value})
     return {"name": "probe-layers", "base": {**base, "model": model}, "seeds": list(seeds), "runs": runs}

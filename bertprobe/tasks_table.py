@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bertprobe.config import TASK_IDENTITY_OPTIONS
 from bertprobe.formatting import (
     FLAGGED_NOTE,
     RESUMED_NOTE,
@@ -55,15 +56,6 @@ from bertprobe.rows import (
     system_name,
     system_rank,
 )
-
-#: Options that say which task and data a run used: in the tasks layout they pick the
-#: column, never the row.
-TASK_IDENTITY_KEYS = frozenset(
-    {
-        "task", "data_dir", "hub_dataset", "train_file", "validation_file", "test_file", "text_columns",
-        "label_column", "regression",
-    }
-)  # fmt: skip
 
 #: Display names of tasks and metrics for the tasks layout's column headings, in column order.
 TASK_NAMES: dict[str, str] = {
@@ -204,7 +196,7 @@ def group_tasks(records: Iterable[Record]) -> list[TaskSection]:
         entries = []
         for record in model_records:
             system = system_key(record)
-            entries.append((record, system, task_column(record), row_settings(record, system, TASK_IDENTITY_KEYS)))
+            entries.append((record, system, task_column(record), row_settings(record, system, TASK_IDENTITY_OPTIONS)))
         every = [settings for *_, settings in entries]
         uniform = {
             key for key in _DATA_AMOUNT_KEYS if len({canonical_json(settings.get(key)) for settings in every}) == 1

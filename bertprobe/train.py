@@ -43,12 +43,12 @@ from bertprobe.checkpoint import (
     training_fingerprint,
 )
 from bertprobe.config import ConfigError, RunConfig
-from bertprobe.cpu_heap import allocator_hint, trim_heap
+from bertprobe.cpu_heap import allocator_hint
 from bertprobe.encoder import check_local_weights, describe, freeze, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
 from bertprobe.health import assess
-from bertprobe.layers import ResolvedLayers, resolve_strategy
+from bertprobe.layer_spec import ResolvedLayers, resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
 from bertprobe.preflight import check_free_space, check_shared_folder, check_writable, refuse_sharding
@@ -263,7 +263,7 @@ def run(config: RunConfig) -> dict[str, object]:
     checkpoints = checkpoint_root(config.output_dir, config.run_name())
     refuse_sharding(os.environ)
     check_writable(config.output_dir, "--output-dir")  # before any model loads, not after training
-    if config.mode == "feature" and config.feature_cache:
+    if config.mode.uses_cache and config.feature_cache:
         check_writable(config.cache_dir, "--cache-dir")
     if config.checkpoint:
         check_writable(checkpoints.parent, "--output-dir (its checkpoints folder)")
@@ -308,7 +308,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         f"{accelerator.device.type}, {torch.get_num_threads()} torch threads each, mixed precision "
         f"{accelerator.mixed_precision}"
     )
-    hint = allocator_hint(accelerator.device.type, config.mode != "feature", os.environ)
+    hint = allocator_hint(accelerator.device.type, config.mode.trains_encoder, os.environ)
     if hint:
         logger.info(hint)
     peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
@@ -321,7 +321,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         refuse_to_overwrite(checkpoints, config.resume)
     info = describe(config.model, load_config(config.model))
     check_local_weights(config.model)  # before the data work, not after it
-    layers: ResolvedLayers = resolve_strategy(config.layers if config.mode == "feature" else "last", info.num_layers)
+    layers: ResolvedLayers = resolve_strategy(config.layers if config.mode.reads_layers else "last", info.num_layers)
     tokenizer = load_tokenizer(config.model)
     max_length = min(config.max_length or info.max_positions, info.max_positions)
     task = load_task(config, tokenizer, max_length)
@@ -332,7 +332,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
             raise ConfigError(f"split {split!r} of {task.name} has no examples after encoding")
 
     encoder = load_encoder(config.model)
-    frozen = config.mode == "feature"
+    frozen = not config.mode.trains_encoder
     encoder_digest = weights_digest(encoder) if frozen else None
     if frozen:
         freeze(encoder)
@@ -584,8 +584,6 @@ def _train_epoch(loop: _Training, epoch: int) -> torch.Tensor:
         loss_sum += loss.detach()  # no .item(): the loop never waits for the device
         progress.step += 1
         progress.batch_in_epoch += 1
-        if config.trim_heap_every and progress.step % config.trim_heap_every == 0:
-            trim_heap()
         if progress.step % config.check_loss_every == 0:
             _check_finite(accelerator, loss_sum, epoch, progress.step, config)
         if (
@@ -629,7 +627,7 @@ def _score_dev(loop: _Training, epoch: int, mean_loss: float, dev_loader: DataLo
     if replaces_best(dev_scores[metric], progress.best_score):
         progress.best_score, progress.best_epoch = _nan_to_floor(dev_scores[metric]), epoch
         progress.best_dev = (dev_scores, dev_predicted)
-        frozen = config.mode == "feature"
+        frozen = not config.mode.trains_encoder
         progress.best_state = {
             name: tensor.detach().cpu().clone()
             for name, tensor in _state_dict(accelerator, loop.model).items()
@@ -692,7 +690,6 @@ def _this_process(commit: str, resumed_from: Path | None, config: RunConfig) -> 
         "git_commit": commit,
         "command": command_line(),
         "machine": machine_description(),
-        "trim_heap_every": config.trim_heap_every,
     }
 
 

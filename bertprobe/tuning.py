@@ -38,6 +38,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from bertprobe.config import ConfigError, RunConfig
+from bertprobe.modes import Mode
 from bertprobe.sweep import load_yaml_mapping
 
 TUNING_KEYS = {"name", "description", "base", "trials", "sampling_seed", "final_seeds", "systems"}
@@ -47,23 +48,23 @@ KINDS = ("log_uniform", "uniform", "int", "choice")
 #: mode's default (log-uniform over two decades), the schedule and batch size, and what is
 #: particular to a mode (LoRA's rank and scale; the frozen rows' head size).
 DEFAULT_SPACES: dict[str, dict[str, dict[str, list[object]]]] = {
-    "finetune": {
+    Mode.FINETUNE: {
         "lr": {"log_uniform": [1.0e-5, 1.0e-3]},
         "batch_size": {"choice": [16, 32]},
         "warmup_fraction": {"uniform": [0.0, 0.2]},
     },
-    "partial": {
+    Mode.PARTIAL: {
         "lr": {"log_uniform": [1.0e-5, 1.0e-3]},
         "batch_size": {"choice": [16, 32]},
         "warmup_fraction": {"uniform": [0.0, 0.2]},
     },
-    "lora": {
+    Mode.LORA: {
         "lr": {"log_uniform": [1.0e-4, 1.0e-2]},
         "batch_size": {"choice": [16, 32]},
         "lora_rank": {"choice": [4, 8, 16, 32]},
         "lora_alpha": {"choice": [8.0, 16.0, 32.0, 64.0]},
     },
-    "feature": {
+    Mode.FEATURE: {
         "lr": {"log_uniform": [1.0e-4, 1.0e-2]},
         "batch_size": {"choice": [16, 32]},
         "lstm_hidden": {"choice": [128, 256, 512]},
@@ -134,7 +135,7 @@ def parse_systems(tuning: dict[str, object], path: str | Path) -> list[System]:
     for name, entry in systems.items():
         entry = entry or {}
         fixed = dict(entry.get("fixed") or {})
-        mode = str(fixed.get("mode", "finetune"))
+        mode = str(fixed.get("mode", Mode.FINETUNE))
         space = entry.get("space", DEFAULT_SPACES.get(mode))
         if not space:
             raise ConfigError(f"{path}: system {name!r} has no space and mode {mode!r} has no default one")

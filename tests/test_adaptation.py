@@ -21,7 +21,7 @@ from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
 from bertprobe.heads import build_head
-from bertprobe.layers import resolve_strategy
+from bertprobe.layer_spec import resolve_strategy
 from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer
 

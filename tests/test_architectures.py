@@ -30,7 +30,7 @@ from bertprobe.alignment import encode_split
 from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.config import RunConfig
 from bertprobe.encoder import ModelLoadError, describe, load_config, load_encoder, load_tokenizer
-from bertprobe.layers import NAMED_STRATEGIES, resolve_strategy
+from bertprobe.layer_spec import NAMED_STRATEGIES, resolve_strategy
 from bertprobe.model import ProbeModel, gather_words
 from bertprobe.tasks.conll import Sentence, TaggedSplit
 

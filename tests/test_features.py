@@ -14,7 +14,7 @@ import torch
 
 from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.features import FeatureCache, FeatureDataset, same_input_groups, weights_digest
-from bertprobe.layers import resolve_strategy
+from bertprobe.layer_spec import resolve_strategy
 from bertprobe.model import ProbeModel, distinct_inputs, extract_rows, gather_words, pool_tokens
 
 

@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertprobe.layers import (
-    NAMED_STRATEGIES,
-    LayerCombiner,
-    LayerSpec,
-    LayerSpecError,
-    ScalarMix,
-    resolve_strategy,
-    select_layers,
-)
+from bertprobe.layer_spec import NAMED_STRATEGIES, LayerSpec, LayerSpecError, resolve_strategy
+from bertprobe.layers import LayerCombiner, ScalarMix, select_layers
 from bertprobe.model import gather_words
 
 RESOLUTIONS = [

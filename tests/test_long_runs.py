@@ -275,7 +275,7 @@ def test_train_fraction_reaches_the_run_and_is_validated(tiny_model_dir, toy_dat
 def test_options_added_later_keep_older_run_names():
     config = RunConfig(mode="feature", layers="last4concat", seed=1)
     assert config.run_name() == RunConfig(**{**config.to_dict(), "tags": (), "resume": True}).run_name()
-    assert config.run_name() == RunConfig(**{**config.to_dict(), "tags": (), "trim_heap_every": 10}).run_name()
+    assert config.run_name() == RunConfig(**{**config.to_dict(), "tags": (), "cpu_threads": 3}).run_name()
     assert config.run_name() != RunConfig(**{**config.to_dict(), "tags": (), "train_fraction": 0.1}).run_name()
 
 
@@ -357,39 +357,6 @@ def test_compile_wraps_the_model_and_the_run_still_learns(tiny_model_dir, toy_da
     assert calls == [{"dynamic": True}]
     assert record["config"]["compile"] is True
     assert record["metrics"]["dev"]["f1"] > 0.8
-
-
-@pytest.mark.slow
-def test_trim_heap_every_trims_on_schedule_and_changes_no_number(tiny_model_dir, toy_data_dir, tmp_path, monkeypatch):
-    """--trim-heap-every 4: malloc_trim after every 4th batch, counted over epochs; the
-    losses and scores are those of the untrimmed run to the bit."""
-    options = dict(mode="finetune", epochs=2, max_train_examples=40, batch_size=4, lr=1e-3)
-    reference = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "reference", **options))
-    trimmed_after: list[int] = []
-    batches = 0
-    real_loss = train_module.row_loss
-
-    def counting_loss(*args, **kwargs):
-        nonlocal batches
-        batches += 1
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "row_loss", counting_loss)
-    monkeypatch.setattr(train_module, "trim_heap", lambda: trimmed_after.append(batches) or True)
-    record = run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "trimmed", trim_heap_every=4, **options))
-    assert batches == 20  # 40 sentences in batches of 4, twice
-    assert trimmed_after == [4, 8, 12, 16, 20]
-    assert record["history"] == reference["history"] and record["metrics"] == reference["metrics"]
-    assert record["name"] == reference["name"]  # a bookkeeping option
-    assert record["processes"][0]["trim_heap_every"] == 4
-
-
-def test_trim_heap_every_is_validated(monkeypatch):
-    with pytest.raises(ConfigError, match="--trim-heap-every"):
-        RunConfig(trim_heap_every=-1).resolved()
-    monkeypatch.setattr("bertprobe.cpu_heap.heap_trimming_available", lambda: False)
-    with pytest.raises(ConfigError, match="glibc"):
-        RunConfig(trim_heap_every=10).resolved()
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from bertprobe.batching import (
 )
 from bertprobe.config import RunConfig
 from bertprobe.heads import BiLSTMTagger, build_head
-from bertprobe.layers import resolve_strategy
+from bertprobe.layer_spec import resolve_strategy
 from bertprobe.model import ProbeModel, pool_tokens, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer, parameter_groups
 

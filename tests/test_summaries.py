@@ -14,7 +14,7 @@ from scipy.stats import ttest_ind
 
 from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
 from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
-from bertprobe.rows import ADDED_OPTION_DEFAULTS, group_rows
+from bertprobe.rows import group_rows
 from bertprobe.table import render_markdown
 from bertprobe.tasks_table import (
     TASKS_CSV_COLUMNS,
@@ -117,13 +117,6 @@ def tune_or_not_records() -> list[dict[str, object]]:
         record("mrpc", mode="feature", layers="last", seed=1, dev=scores(f1=0.75), trainable=2_000),
         record("conll2003", seed=1, dev=scores(f1=0.9), examples=300, train_seconds=30.0, epochs=3),
     ]
-
-
-def test_added_option_defaults_are_the_run_configs():
-    from bertprobe.config import RunConfig
-
-    defaults = RunConfig()
-    assert {key: getattr(defaults, key) for key in ADDED_OPTION_DEFAULTS} == ADDED_OPTION_DEFAULTS
 
 
 def test_tasks_layout_means_primary_metrics_and_system_names():
@@ -366,7 +359,7 @@ def test_cli_tasks_layout_and_plot_kinds(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_layer_probe_experiment_rows():
-    from bertprobe.layers import resolve_strategy
+    from bertprobe.layer_spec import resolve_strategy
     from bertprobe.sweep import expand, layer_probe_experiment
 
     experiment = layer_probe_experiment("m", 4, {"task": "conll2003", "epochs": 1}, [1, 2], True, {"head": "linear"})

@@ -79,11 +79,11 @@ def test_sweep_command_passes_its_overrides_on(monkeypatch):
     assert plain.isdisjoint(c.run_name() for c in configs)  # a bf16 run never skips for an fp32 record
 
     seen.clear()
-    assert sweep_main([table7, "--checkpoint-every", "50", "--trim-heap-every", "8"]) == 0
-    assert seen == {"checkpoint_every": 50, "trim_heap_every": 8}
+    assert sweep_main([table7, "--checkpoint-every", "50", "--cache-dir", "elsewhere"]) == 0
+    assert seen == {"checkpoint_every": 50, "cache_dir": "elsewhere"}
     configs = list(expand(load_experiment(table7), seen))
-    assert {(c.checkpoint_every, c.trim_heap_every) for c in configs} == {(50, 8)}
-    # checkpointing more often or trimming the heap is not another run: the sweep still finds the records it made
+    assert {(c.checkpoint_every, c.cache_dir) for c in configs} == {(50, "elsewhere")}
+    # checkpointing more often or caching elsewhere is not another run: the sweep still finds the records it made
     assert [c.run_name() for c in configs] == [c.run_name() for c in expand(load_experiment(table7), {})]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from scipy.stats import ttest_ind
 
-from bertprobe.bookkeeping import BOOKKEEPING_OPTIONS
+from bertprobe.config import BOOKKEEPING_OPTIONS, RETIRED_OPTIONS
 from bertprobe.formatting import (
     RESUMED_MARK,
     RESUMED_NOTE,
@@ -420,7 +420,7 @@ def test_lstm_size_splits_rows_only_where_the_head_is_a_bilstm():
 def test_bookkeeping_options_never_split_a_row():
     """A seed resumed with --checkpoint-every, or written elsewhere, stays in its row: the
     options a run's name leaves out, and the seed, never split a row."""
-    assert IGNORED_CONFIG_KEYS - {"seed"} == BOOKKEEPING_OPTIONS
+    assert IGNORED_CONFIG_KEYS - {"seed"} == BOOKKEEPING_OPTIONS | RETIRED_OPTIONS
     records = [
         make_record(seed=1),
         make_record(seed=2, checkpoint_every=50, resume=True, checkpoint=True, report_to="tensorboard"),
