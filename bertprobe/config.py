@@ -8,6 +8,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from bertprobe.alignment import CONTEXT_MODES
 from bertprobe.layer_spec import NAMED_STRATEGIES, LayerSpec
@@ -461,7 +462,24 @@ class RunConfig:
         return cls(**values)  # type: ignore[arg-type]
 
     def run_name(self) -> str:
-        """A readable, unique file name: the main choices, then a hash of everything."""
+        """A readable, unique file name: the main choices, then a hash of everything.
+
+        ``{task}_{model}_{mode}_{layers}[_{context}]_seed{seed}_{digest}``: the context
+        (sentence or document) is named for tagging tasks only, as it means nothing to a task
+        that scores whole inputs (GLUE, custom files); it still enters the digest, which is
+        the same as in the names those tasks' records had before (:meth:`record_names`).
+        """
+        from bertprobe.tasks import is_tagging
+
+        return self._name(with_context=is_tagging(self.task))
+
+    def record_names(self) -> tuple[str, ...]:
+        """The names a record of this run may have been written under, newest first:
+        :meth:`run_name`, then, for a task that scores whole inputs, the name with the
+        context that such records were given until the context left their names."""
+        return tuple(dict.fromkeys((self.run_name(), self._name(with_context=True))))
+
+    def _name(self, with_context: bool) -> str:
         resolved = self.resolved()
         defaults = RunConfig().to_dict()
         settings = {
@@ -474,7 +492,23 @@ class RunConfig:
         layers = re.sub(r"[^A-Za-z0-9]+", "_", self.layers) if self.mode.reads_layers else "all"
         mode = {Mode.PARTIAL: f"partial-freeze{self.freeze_layers}", Mode.LORA: f"lora-r{self.lora_rank}"}
         adaptation = mode.get(self.mode, self.mode.value)
-        return f"{self.task}_{model}_{adaptation}_{layers}_{self.context}_seed{self.seed}_{digest}"
+        context = f"_{self.context}" if with_context else ""
+        return f"{self.task}_{model}_{adaptation}_{layers}{context}_seed{self.seed}_{digest}"
+
+    def record_path(self) -> Path:
+        """Where a finished run writes its record: ``OUTPUT_DIR/RUN_NAME.json``."""
+        return Path(self.output_dir) / f"{self.run_name()}.json"
+
+
+def find_record(config: RunConfig, folder: str | Path | None = None) -> Path | None:
+    """The record of ``config`` in ``folder`` (default: its ``output_dir``) under any of its
+    :meth:`~RunConfig.record_names`, or ``None``: how ``bertprobe sweep`` and ``bertprobe
+    tune`` tell a finished run, so records written under an older name are still found."""
+    root = Path(config.output_dir if folder is None else folder)
+    for name in config.record_names():
+        if (path := root / f"{name}.json").exists():
+            return path
+    return None
 
 
 def _options(flag: str) -> frozenset[str]:

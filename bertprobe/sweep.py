@@ -13,9 +13,10 @@ An experiment file is YAML::
 
 Each run is ``base`` updated by the row, then by the command line's overrides (another
 model, data folder, output folder...), for every seed. A run whose record already exists
-is skipped, so an interrupted sweep resumes where it stopped. Feature runs share one
-frozen-feature cache: every feature row stores the union of the layers that all feature
-rows need, so the encoder runs over each split once for the whole ablation.
+(under its name or an older one, :func:`bertprobe.config.find_record`) is skipped, so an
+interrupted sweep resumes where it stopped. Feature runs share one frozen-feature cache:
+every feature row stores the union of the layers that all feature rows need, so the
+encoder runs over each split once for the whole ablation.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
-from bertprobe.config import ConfigError, RunConfig, option_type
+from bertprobe.config import ConfigError, RunConfig, find_record, option_type
 from bertprobe.layer_spec import LayerSpec
 from bertprobe.modes import Mode
 
@@ -129,11 +130,12 @@ def run_sweep(
         raise ConfigError(f"--where {where}: no run of the experiment matches")
     paths = []
     for index, config in enumerate(configs, start=1):
-        record = Path(config.output_dir) / f"{config.run_name()}.json"
+        found = find_record(config)  # under its name, or the older name of a record written before a rename
+        record = found or config.record_path()
         paths.append(record)
-        status = "exists, skipped" if record.exists() else ("would run" if dry_run else "running")
-        print(f"[{index}/{len(configs)}] {config.run_name()}: {status}", flush=True)
-        if record.exists() or dry_run:
+        status = "exists, skipped" if found else ("would run" if dry_run else "running")
+        print(f"[{index}/{len(configs)}] {record.stem}: {status}", flush=True)
+        if found or dry_run:
             continue
         from bertprobe.train import run
 

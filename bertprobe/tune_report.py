@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertprobe.config import find_record
 from bertprobe.expected_max import ExpectedMax, curve
 from bertprobe.formatting import format_seed_scores
 from bertprobe.results import read_record
@@ -49,8 +50,7 @@ def summarize(tuning: Tuning) -> list[SystemSummary]:
             configs = tuning.final_configs(system)
             summary.final_seeds = len(configs)
             for config in configs:
-                path = Path(config.output_dir) / f"{config.run_name()}.json"
-                if path.exists():
+                if (path := find_record(config)) is not None:
                     record = read_record(path)
                     summary.final_dev.append(100 * dev_score(record))
                     summary.final_test.append(100 * dev_score(record, "test"))

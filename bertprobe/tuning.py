@@ -37,7 +37,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import ConfigError, RunConfig, find_record
 from bertprobe.modes import Mode
 from bertprobe.sweep import load_yaml_mapping
 
@@ -291,8 +291,7 @@ def run_or_read(config: RunConfig) -> dict[str, object]:
     """The run's record: read if it exists, else trained (resuming its checkpoint, if any)."""
     from bertprobe.results import read_record
 
-    path = Path(config.output_dir) / f"{config.run_name()}.json"
-    if path.exists():
+    if (path := find_record(config)) is not None:
         return read_record(path)
     from bertprobe.train import run
 

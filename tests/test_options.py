@@ -23,9 +23,10 @@ from bertprobe.config import (
     TASK_IDENTITY_OPTIONS,
     ConfigError,
     RunConfig,
+    find_record,
 )
 from bertprobe.modes import Mode
-from bertprobe.rows import load_records
+from bertprobe.tasks import is_tagging
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,16 +44,57 @@ def test_first_release_options_are_the_ones_committed_names_hash():
     assert FIRST_RELEASE_OPTIONS == FIRST_RELEASE
 
 
+def committed_records() -> list[tuple[Path, dict[str, object]]]:
+    """Every committed record with its file, but those written before every first-release
+    option existed (one, of the earliest commit): an older rule named them."""
+    found = []
+    for path in sorted((ROOT / "results").rglob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict) and set(record.get("config") or {}) >= FIRST_RELEASE and "metrics" in record:
+            found.append((path, record))
+    return found
+
+
 def test_every_committed_record_keeps_its_name():
-    """Each committed record's file name is the name its configuration gets today: the move
-    of the options' facts onto their fields renamed no run (a sweep would rerun it). Records
-    written before every first-release option existed (one, of the earliest commit) are
-    named by an older rule and left out."""
-    records = [record for record in load_records(ROOT / "results") if set(record["config"]) >= FIRST_RELEASE]
+    """A sweep finds each committed record under the name it was written under, so it reruns
+    no finished run: the options' move onto their fields renamed no run, and the context
+    left the names of sentence-level tasks (GLUE, custom) without renaming their records.
+    The lookup is the sweep's own (:func:`find_record`); a tagging task's name is unchanged,
+    and a sentence-level task's new name is the old one without its context, same digest."""
+    records = committed_records()
     assert len(records) > 150
-    for record in records:
-        config = {key: value for key, value in record["config"].items() if key not in RETIRED_OPTIONS}
-        assert RunConfig.from_dict(config).run_name() == record["name"], record["name"]
+    sentence_level = 0
+    for path, record in records:
+        values = {key: value for key, value in record["config"].items() if key not in RETIRED_OPTIONS}
+        config = RunConfig.from_dict(values)
+        assert path.stem == record["name"]
+        assert find_record(config, path.parent) == path, record["name"]
+        context = f"_{values['context']}_seed"
+        if is_tagging(config.task):
+            assert config.run_name() == record["name"]
+        else:
+            sentence_level += 1
+            assert context in record["name"] and config.run_name() == record["name"].replace(context, "_seed")
+    assert sentence_level >= 27  # results/tune_or_not_minilm
+
+
+def test_names_of_sentence_level_tasks_have_no_context(tmp_path: Path):
+    """GLUE and custom runs are named without the context, which means nothing for them; a
+    record written under the older name (with it) is still found, the newer name first."""
+    glue = RunConfig(task="rte", output_dir=str(tmp_path))
+    assert glue.run_name() == "rte_bert-base-cased_finetune_all_seed42_" + glue.run_name().rsplit("_", 1)[1]
+    custom = RunConfig(task="custom", mode="feature", layers="last4concat", seed=3, output_dir=str(tmp_path))
+    assert re.fullmatch(r"custom_bert-base-cased_feature_last4concat_seed3_[0-9a-f]{8}", custom.run_name())
+    old = f"rte_bert-base-cased_finetune_all_sentence_seed42_{glue.run_name().rsplit('_', 1)[1]}"
+    assert glue.record_names() == (glue.run_name(), old)
+    assert find_record(glue) is None and glue.record_path() == tmp_path / f"{glue.run_name()}.json"
+    (tmp_path / f"{old}.json").write_text("{}", encoding="utf-8")
+    assert find_record(glue) == tmp_path / f"{old}.json"
+    glue.record_path().write_text("{}", encoding="utf-8")
+    assert find_record(glue) == glue.record_path()
+    tagging = RunConfig(context="document")
+    assert "_document_seed42_" in tagging.run_name() and tagging.record_names() == (tagging.run_name(),)
+    assert RunConfig(task="rte", context="document").run_name() != glue.run_name()  # still in the digest
 
 
 def test_every_option_has_help_a_group_and_one_kind():

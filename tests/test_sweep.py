@@ -150,3 +150,19 @@ def test_where_rejects_unknown_fields_bad_values_and_empty_selections(tmp_path):
     experiment = load_experiment(ROOT / "experiments" / "learning_curve.yaml")
     with pytest.raises(ConfigError, match="no run of the experiment matches"):
         run_sweep(experiment, {"output_dir": str(tmp_path)}, dry_run=True, where=parse_where(["mode=embeddings"]))
+
+
+def test_a_sweep_skips_the_runs_recorded_under_their_older_names(monkeypatch, capsys):
+    """The 27 committed "tune or not" records carry the names GLUE runs had before the context
+    left them: a sweep of the same file finds every one and runs none."""
+    import bertprobe.train
+
+    monkeypatch.setattr(bertprobe.train, "run", lambda config: pytest.fail(f"reran {config.run_name()}"))
+    folder = ROOT / "results" / "tune_or_not_minilm"
+    [first, *_] = sorted(folder.glob("*.json"))
+    data_dir = json.loads(first.read_text(encoding="utf-8"))["config"]["data_dir"]
+    overrides = {"model": "sentence-transformers/all-MiniLM-L6-v2", "data_dir": data_dir, "output_dir": str(folder)}
+    paths = run_sweep(ROOT / "experiments" / "tune_or_not.yaml", overrides)
+    assert len(paths) == 27 and sorted(paths) == sorted(folder.glob("*.json"))
+    assert all("_sentence_seed" in path.name for path in paths)
+    assert capsys.readouterr().out.count(": exists, skipped") == 27
