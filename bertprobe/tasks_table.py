@@ -5,7 +5,9 @@ strategy), a column per task. A column is a (task, data source, primary metric):
 sources of one task are two columns, never averaged together. A cell averages the seeds of
 one system on one task, scored by the task's own primary dev metric
 (``record["task"]["primary_metric"]``: accuracy, F1, MCC...) over the seeds whose score is
-finite (``n=2 of 3`` where one is missing or NaN, ``— (n=0 of 3)`` where none is); the
+finite (``n=2 of 3`` where one is missing or NaN, ``— (n=0 of 3)`` where none is), with the
+same metric on test in a column beside it wherever a record of the column has a test score
+(a custom task's test file; GLUE's test labels are not public, so its tasks show dev only); the
 settings that differ between the records of one system on one task split the system into
 labelled rows, so a cell never mixes them. Every other system is then set against
 fine-tuning on each task (the difference of means with its standard error), and a cost
@@ -34,6 +36,7 @@ from bertprobe.formatting import (
     markdown_table,
     mean_or_none,
     plain,
+    sample_std,
     seed_count,
     write_csv,
 )
@@ -98,6 +101,9 @@ TASKS_CSV_COLUMNS = (
     "seeds",
     "seed_values",
     "dev_per_seed",
+    "test_mean",
+    "test_std",
+    "test_per_seed",
     "trainable_parameters",
     "train_seconds_mean",
     "resumed_seeds",
@@ -105,6 +111,9 @@ TASKS_CSV_COLUMNS = (
     "dev_delta_vs_finetuning",
     "dev_delta_vs_finetuning_se",
     "dev_delta_vs_finetuning_p",
+    "test_delta_vs_finetuning",
+    "test_delta_vs_finetuning_se",
+    "test_delta_vs_finetuning_p",
     "train_examples_per_second",
     "peak_memory_bytes",
     "peak_memory_kind",
@@ -165,6 +174,27 @@ class TaskSection:
         name = f"{TASK_NAMES.get(column.task, column.task)} {METRIC_NAMES.get(column.metric, column.metric)}"
         sources = {other.data for other in self.columns if other.task == column.task}
         return f"{name} [{column.data}]" if len(sources) > 1 else name
+
+    def splits(self, column: TaskColumn) -> tuple[str, ...]:
+        """``("dev", "test")`` where a record of the column holds its metric on test (NaN
+        included), else ``("dev",)``: GLUE's test labels are not public, so its records have none."""
+        cells = [cell for row in self.rows if (cell := row.cells.get(column)) is not None]
+        has_test = any(score is not None for cell in cells for score in cell.primary_per_seed("test"))
+        return ("dev", "test") if has_test else ("dev",)
+
+    def score_columns(self) -> list[tuple[TaskColumn, str, str]]:
+        """The score columns of the main and gap tables in order, as (column, split, heading):
+        ``SST-2 acc`` for a dev-only task, ``Custom acc dev`` and ``Custom acc test`` beside it
+        for a task with test scores."""
+        out = []
+        for column in self.columns:
+            label, splits = self.column_label(column), self.splits(column)
+            out += [(column, split, label if len(splits) == 1 else f"{label} {split}") for split in splits]
+        return out
+
+    @property
+    def has_test(self) -> bool:
+        return any(split == "test" for _, split, _ in self.score_columns())
 
     @property
     def record_count(self) -> int:
@@ -236,17 +266,23 @@ def _splitting_keys(
     return splitting
 
 
-def _format_cell(row: Row | None) -> str:
-    """``mean ± std (n=k)`` over the seeds with a finite score; ``(n=k of N)`` when only k of
-    the cell's N seeds have one (``— (n=0 of N)`` when none has); ``—`` when not run."""
+def _format_cell(row: Row | None, split: str = "dev") -> str:
+    """``mean ± std (n=k)`` on ``split`` over the seeds with a finite score; ``(n=k of N)`` when
+    only k of the cell's N seeds have one (``— (n=0 of N)`` when none has); ``—`` when not run."""
     if row is None:
         return "—"
-    return f"{format_mean_std(row.dev_primary)} (n={seed_count(len(row.dev_primary), len(row.records))})"
+    scores = row.primary_scores(split)
+    return f"{format_mean_std(scores)} (n={seed_count(len(scores), len(row.records))})"
 
 
 def _partly_scored(section: TaskSection) -> bool:
     """Whether some cell of the section has seeds without a finite score (an ``n=k of N`` cell)."""
-    return any(len(cell.dev_primary) < len(cell.records) for row in section.rows for cell in row.cells.values())
+    return any(
+        len(cell.primary_scores(split)) < len(cell.records)
+        for row in section.rows
+        for column, split, _ in section.score_columns()
+        if (cell := row.cells.get(column)) is not None
+    )
 
 
 TASKS_SCORED_NOTE = (
@@ -278,6 +314,13 @@ def _cross_task_notes(section: TaskSection) -> list[str]:
     return ["", "Settings that differ between the tasks of one row:", "", *notes]
 
 
+TASKS_TEST_NOTE = (
+    "`… dev` and `… test`: a task whose records hold a test score (a custom task given a test file) shows the same "
+    "metric on test beside dev, scored with each run's best dev epoch, and against fine-tuning the test difference "
+    "beside the dev one (the reference still chosen on dev); a task with a single column has no test score (GLUE's "
+    "test labels are not public)."
+)
+
 TASKS_GAP_NOTE = (
     "Against fine-tuning: each cell's primary dev score minus fine-tuning's on the same task with as much "
     "data (the best on dev where there are several), mean difference ± its standard error √(s²/n + s²_ft/n_ft) "
@@ -286,13 +329,21 @@ TASKS_GAP_NOTE = (
 )
 
 
-def _gap_text(gap: FinetuningGap) -> str:
-    """``+1.23 ± 0.40 (p 0.031)``; the p is left out where it is undefined; ``n/a`` where the
-    cell has no seed with a finite score (its fine-tuning reference always has one)."""
-    if gap.dev is None:
+def _gap_text(gap: FinetuningGap, split: str = "dev") -> str:
+    """``+1.23 ± 0.40 (p 0.031)`` on ``split``; the p is left out where it is undefined;
+    ``n/a`` where either side has no seed with a finite score on ``split``."""
+    difference, error, p = _gap_values(gap, split)
+    if difference is None:
         return "n/a"
-    text = format_difference(gap.dev, gap.dev_error)
-    return text if gap.dev_p is None else f"{text} (p {format_p_value(gap.dev_p)})"
+    text = format_difference(difference, error)
+    return text if p is None else f"{text} (p {format_p_value(p)})"
+
+
+def _gap_values(gap: FinetuningGap | None, split: str) -> tuple[float | None, float | None, float | None]:
+    """The difference of means on ``split``, its standard error and Welch's p (``None``s without a gap)."""
+    if gap is None:
+        return None, None, None
+    return (gap.dev, gap.dev_error, gap.dev_p) if split == "dev" else (gap.test, gap.test_error, gap.test_p)
 
 
 def _gap_lines(section: TaskSection) -> list[str]:
@@ -300,20 +351,34 @@ def _gap_lines(section: TaskSection) -> list[str]:
     body = []
     for row in section.rows:
         texts = []
-        for column in section.columns:
+        for column, split, _ in section.score_columns():
             cell = row.cells.get(column)
             entry = None if cell is None else gaps.get(id(cell))
-            texts.append("—" if entry is None else _gap_text(entry[1]))
+            texts.append("—" if entry is None else _gap_text(entry[1], split))
         if any(text != "—" for text in texts):  # fine-tuning itself, and rows with nothing to compare, stay out
             body.append([row.label, *texts])
     if not body:
         return []
-    header = ["System", *(section.column_label(column) for column in section.columns)]
+    header = ["System", *(heading for _, _, heading in section.score_columns())]
     return ["", TASKS_GAP_NOTE, "", *markdown_table(header, body)]
 
 
+def _score_table(section: TaskSection) -> list[str]:
+    """The section's main table: a row per system, a column per task and split."""
+    columns = section.score_columns()
+    body = [
+        [
+            flag_label(row.label, sum(cell.flagged_seeds for cell in row.cells.values())),
+            *(_format_cell(row.cells.get(column), split) for column, split, _ in columns),
+        ]
+        for row in section.rows
+    ]
+    return markdown_table(["System", *(heading for _, _, heading in columns)], body)
+
+
 def render_tasks_markdown(records: Iterable[Record]) -> str:
-    """Per model: the primary dev score of every system on every task, then the cost of each
+    """Per model: the primary dev score of every system on every task (and test beside it
+    where the records have one), then the cost of each
     (system, task): trainable parameters, train time, throughput and peak memory."""
     sections = group_tasks(records)
     if not sections:
@@ -322,20 +387,14 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
     for section in sections:
         count = section.record_count
         lines = [f"## Model `{section.model}` · {count} record{'s' if count != 1 else ''}", ""]
-        header = ["System", *(section.column_label(column) for column in section.columns)]
-        body = [
-            [
-                flag_label(row.label, sum(cell.flagged_seeds for cell in row.cells.values())),
-                *(_format_cell(row.cells.get(column)) for column in section.columns),
-            ]
-            for row in section.rows
-        ]
-        lines += markdown_table(header, body)
+        lines += _score_table(section)
         lines += [
             "",
             "Each task's primary dev metric in %: mean ± sample std (ddof=1) over n seeds; `n/a`: one seed; "
             "`—`: not run. A task with several data sources has a column per source.",
         ]
+        if section.has_test:
+            lines += ["", TASKS_TEST_NOTE]
         if _partly_scored(section):
             lines += ["", TASKS_SCORED_NOTE]
         if section.common:
@@ -382,6 +441,7 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                 if cell is None:
                     continue
                 parameters, peak = cell.trainable_parameters, cell.peak_memory
+                tests = cell.primary_per_seed("test")  # all None for GLUE: no test labels
                 reference, gap = gaps.get(id(cell), (None, None))
                 out.append(
                     {
@@ -398,19 +458,28 @@ def tasks_csv_rows(records: Iterable[Record]) -> list[dict[str, object]]:
                         "seeds": len(cell.records),
                         "seed_values": ";".join(plain(seed) for seed in cell.seeds),
                         "dev_per_seed": joined_scores(cell.primary_per_seed("dev")),
+                        "test_mean": mean_or_none(cell.primary_scores("test")),
+                        "test_std": sample_std(cell.primary_scores("test")),
+                        "test_per_seed": joined_scores(tests) if any(v is not None for v in tests) else "",
                         "trainable_parameters": round(statistics.fmean(parameters)) if parameters else None,
                         "train_seconds_mean": mean_or_none(cell.train_seconds),
                         "resumed_seeds": cell.resumed_seeds,
                         "finetuning_reference": None if reference is None else reference.label,
-                        "dev_delta_vs_finetuning": None if gap is None else gap.dev,
-                        "dev_delta_vs_finetuning_se": None if gap is None else gap.dev_error,
-                        "dev_delta_vs_finetuning_p": None if gap is None else gap.dev_p,
+                        **_csv_gap(gap, "dev"),
+                        **_csv_gap(gap, "test"),
                         "train_examples_per_second": mean_or_none(cell.examples_per_second),
                         "peak_memory_bytes": None if peak is None else peak[1],
                         "peak_memory_kind": None if peak is None else peak[0],
                     }
                 )
     return out
+
+
+def _csv_gap(gap: FinetuningGap | None, split: str) -> dict[str, float | None]:
+    """The CSV's ``{split}_delta_vs_finetuning`` columns: difference, standard error, p."""
+    difference, error, p = _gap_values(gap, split)
+    prefix = f"{split}_delta_vs_finetuning"
+    return {prefix: difference, f"{prefix}_se": error, f"{prefix}_p": p}
 
 
 def render_tasks_csv(records: Iterable[Record]) -> str:

@@ -20,13 +20,21 @@ from bertprobe.tasks_table import (
     TASKS_CSV_COLUMNS,
     TASKS_GAP_NOTE,
     TASKS_SCORED_NOTE,
+    TASKS_TEST_NOTE,
     group_tasks,
     render_tasks_csv,
     render_tasks_markdown,
 )
 
 MODEL = "bert-base-cased"
-PRIMARY = {"sst2": "accuracy", "rte": "accuracy", "mrpc": "f1", "stsb": "pearson", "conll2003": "f1"}
+PRIMARY = {
+    "sst2": "accuracy",
+    "rte": "accuracy",
+    "mrpc": "f1",
+    "stsb": "pearson",
+    "conll2003": "f1",
+    "custom": "accuracy",
+}
 
 
 def record(
@@ -35,6 +43,7 @@ def record(
     seed: int = 1,
     dev: dict[str, float] | None = None,
     source: str | None = None,
+    test: dict[str, float] | None = None,
     model: str = MODEL,
     train_seconds: float = 100.0,
     trainable: int = 1_000_000,
@@ -74,7 +83,7 @@ def record(
         "encoder": {"num_layers": 4},
         "task": {"name": task, "primary_metric": PRIMARY[task]},
         "data": data,
-        "metrics": {"dev": dev or {"accuracy": 0.8, "f1": 0.7, "mcc": 0.5}, "test": None},
+        "metrics": {"dev": dev or {"accuracy": 0.8, "f1": 0.7, "mcc": 0.5}, "test": test},
         "parameters": {"trainable": trainable, "total": 2_000_000},
         "time": {"train_seconds": train_seconds},
         "memory": {"process_max_rss_bytes": 2**30},
@@ -152,6 +161,47 @@ def test_tasks_csv_has_one_line_per_system_and_task():
     assert by_key[("partial:4", "rte")]["trainable_parameters"] == "400000"
     assert by_key[("lora", "rte")]["system"] == "LoRA (r=8)"
     assert by_key[("finetune", "sst2")]["dev_std"] == ""
+
+
+def custom_and_glue_records() -> list[dict[str, object]]:
+    """RTE (GLUE: no test labels, so no test score) and a custom task with a test file:
+    fine-tuning on two seeds, a frozen probe on two (one of them without a test score)."""
+    custom = {"source": "/data/reviews", "train_file": "/data/reviews/train.tsv"}
+    return [
+        record("rte", seed=1, dev=scores(accuracy=0.60)),
+        record("custom", seed=1, dev=scores(accuracy=0.80), test=scores(accuracy=0.70), **custom),
+        record("custom", seed=2, dev=scores(accuracy=0.84), test=scores(accuracy=0.74), **custom),
+        record("custom", mode="feature", seed=1, dev=scores(accuracy=0.75), test=scores(accuracy=0.66), **custom),
+        record("custom", mode="feature", seed=2, dev=scores(accuracy=0.77), **custom),
+    ]
+
+
+def test_tasks_layout_shows_test_beside_dev_where_records_have_it():
+    text = render_tasks_markdown(custom_and_glue_records())
+    assert header(text) == ["System", "RTE acc", "Custom acc dev", "Custom acc test"]
+    rows = body_rows(text)
+    assert rows["Fine-tuning"] == ["60.00 ± n/a (n=1)", "82.00 ± 2.83 (n=2)", "72.00 ± 2.83 (n=2)"]
+    assert rows["Last hidden"] == ["—", "76.00 ± 1.41 (n=2)", "66.00 ± n/a (n=1 of 2)"]
+    assert TASKS_TEST_NOTE in text and TASKS_SCORED_NOTE in text
+    gaps = text.split(TASKS_GAP_NOTE)[1]
+    assert "| System | RTE acc | Custom acc dev | Custom acc test |" in gaps
+    assert "| Last hidden | — | -6.00 ± 2.24 (p 0.158) | -6.00 ± n/a |" in gaps  # one test seed: no error, no p
+    cost = [line for line in text.splitlines() if line.startswith("| Fine-tuning | Custom acc |")]
+    assert len(cost) == 1  # the cost table keeps a line per task, not per split
+    glue_only = render_tasks_markdown(custom_and_glue_records()[:1])
+    assert header(glue_only) == ["System", "RTE acc"] and TASKS_TEST_NOTE not in glue_only
+
+
+def test_tasks_csv_has_test_scores_where_records_have_them():
+    lines = list(csv.DictReader(io.StringIO(render_tasks_csv(custom_and_glue_records()))))
+    by_key = {(line["strategy"], line["task"]): line for line in lines}
+    tuned, probe, rte = by_key[("finetune", "custom")], by_key[("last", "custom")], by_key[("finetune", "rte")]
+    assert float(tuned["test_mean"]) == pytest.approx(72.0) and float(tuned["test_std"]) == pytest.approx(2.828, 1e-3)
+    assert [float(value) for value in tuned["test_per_seed"].split(";")] == pytest.approx([70.0, 74.0])
+    assert probe["test_per_seed"].split(";")[1] == "" and float(probe["test_mean"]) == pytest.approx(66.0)
+    assert float(probe["dev_delta_vs_finetuning"]) == pytest.approx(-6.0)
+    assert probe["test_delta_vs_finetuning_se"] == ""  # one test seed beside the probe: no standard error
+    assert rte["test_mean"] == rte["test_std"] == rte["test_per_seed"] == rte["test_delta_vs_finetuning"] == ""
 
 
 def test_two_data_sources_of_one_task_are_two_columns():
