@@ -214,8 +214,8 @@ def table_main(argv: list[str]) -> int:
         prog="bertprobe table",
         description="Mean and std over seeds per system. Layout table7: next to the BERT paper's Table 7, "
         "one section per model and data set. Layout tasks: one section per model, a row per system "
-        "(fine-tuning, partial, LoRA, feature strategies), a column per task (its primary dev metric), "
-        "then the cost of each system on each task.",
+        "(fine-tuning, partial, LoRA, feature strategies), a column per task (its primary dev metric, and test "
+        "beside it where the records have one), then the cost of each system on each task.",
     )
     parser.add_argument("directory", nargs="+", help="folders searched recursively for result records (*.json)")
     parser.add_argument(
@@ -243,20 +243,27 @@ def table_main(argv: list[str]) -> int:
 
 
 def plot_main(argv: list[str]) -> int:
-    """``bertprobe plot DIR [--kind table7|layers|cost|curve] --output FILE.png``."""
+    """``bertprobe plot DIR [--kind table7|tasks|layers|cost|curve] --output FILE.png``."""
     parser = argparse.ArgumentParser(
         prog="bertprobe plot",
-        description="table7: bar chart of dev F1 per system (std error bars) with the paper's Table 7 values; "
-        "layers: dev score of a probe on each single layer, fine-tuning dashed; cost: dev score against train "
-        "time per configuration; curve: dev score against --train-fraction per system.",
+        description="table7: bar chart of dev F1 per system (std error bars) with the paper's Table 7 values, for "
+        "tagging tasks; tasks: bars of each system's score on each task (dev, and test where recorded), for GLUE "
+        "and custom tasks too; layers: dev score of a probe on each single layer, fine-tuning dashed; cost: dev "
+        "score against train time per configuration; curve: dev score against --train-fraction per system. A kind "
+        "with nothing to draw in the records stops with an error instead of drawing an empty figure.",
     )
     parser.add_argument("directory", nargs="+", help="folders searched recursively for result records (*.json)")
-    parser.add_argument("--kind", choices=("table7", "layers", "cost", "curve"), default="table7")
+    parser.add_argument(
+        "--kind",
+        choices=("table7", "tasks", "layers", "cost", "curve"),
+        help="default: table7 when every record tags words, tasks otherwise (as bertprobe table's layout)",
+    )
     parser.add_argument("--output", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
     records = _load_for_summary(args.directory)
     if records is None:
         return 2
+    args.kind = args.kind or layout_for(records)  # the layouts' names are plot kinds too
     from bertprobe.formatting import NoRecordsError
     from bertprobe.plots import PLOTS
 

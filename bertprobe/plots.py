@@ -1,6 +1,9 @@
 """Plots of result records, one function per ``bertprobe plot --kind``:
 
-* ``table7``: our dev F1 per system next to the paper's Table 7 (:func:`plot_table7`);
+* ``table7``: our dev F1 per system next to the paper's Table 7, for tagging tasks
+  (:func:`plot_table7`);
+* ``tasks``: each system's score on each task, dev and (where recorded) test, for GLUE and
+  custom tasks as for tagging ones (:func:`plot_tasks`: the tasks layout's table drawn);
 * ``layers``: a probe per single layer, dev score against layer index, with fine-tuning as
   a dashed reference line (:func:`plot_layers`, data from :func:`layer_curves`);
 * ``cost``: dev score against train time per configuration (:func:`plot_cost`, data from
@@ -11,8 +14,10 @@
 Scores are each task's primary dev metric in percent; bands and error bars are the sample
 standard deviation over seeds (none for one seed). A seed whose score is missing or NaN
 (undefined) is left out of every point, and a point's ``n`` says how many seeds it is over
-(``n=2 of 3`` where some were left out); a point with none is not drawn. Every PNG is
-written atomically.
+(``n=2 of 3`` where some were left out); a point with none is not drawn. No figure is
+drawn with an empty panel: a panel with nothing to draw is left out, and where every
+panel would be, :class:`NoRecordsError` says what the kind needs. Every PNG is written
+atomically.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
-from bertprobe.formatting import NoRecordsError, finite, seed_count
+from bertprobe.formatting import NoRecordsError, finite, mean_or_none, sample_std, seed_count
 from bertprobe.results import temporary_beside
 from bertprobe.rows import (
     FINETUNE,
@@ -48,18 +53,22 @@ from bertprobe.rows import (
     recorded,
     row_settings,
 )
-from bertprobe.tasks_table import TASK_NAMES
+from bertprobe.tasks import TAGGING_TASKS
+from bertprobe.tasks_table import TASK_NAMES, TaskColumn, TaskSection, group_tasks
 
 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     """Bars of our mean dev F1 per system (error bars: sample std over seeds, none for one
     seed; a dot per seed, :func:`seed_points`) with the paper's dev F1 as a black tick and
     our fine-tuning's as a dashed line (:func:`finetuning_level`); one panel per model +
-    data section.
+    data section of a tagging task with a dev F1 (:func:`table7_sections`).
     The PNG is written atomically; returns its path."""
-    sections = group_rows(records)
+    sections = table7_sections(records)
     if not sections:
-        raise NoRecordsError("no result records to plot")
+        raise NoRecordsError(
+            "no tagging-task records with a dev F1 to plot: --kind table7 draws entity F1 beside the paper's "
+            "Table 7 (conll2003, conll); for GLUE or custom tasks use --kind tasks"
+        )
     rows_most = max(len(rows) for rows in sections.values())
     width = max(8.0, 1.1 * rows_most + 2.0)
     figure, axes = plt.subplots(len(sections), 1, figsize=(width, 4.8 * len(sections)), squeeze=False)
@@ -139,6 +148,17 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     )
     figure.suptitle(fit_to_width(title, width, fontsize=10), fontsize=10)
     return save_atomic(figure, path)
+
+
+def table7_sections(records: Iterable[Record]) -> dict[SectionKey, list[Row]]:
+    """The sections of :func:`bertprobe.rows.group_rows` that the Table 7 figure can draw:
+    tagging tasks (its scale is entity F1) where some row has a finite dev F1. A GLUE or
+    custom task, or a section whose every seed lacks the score, would be an empty panel."""
+    return {
+        section: rows
+        for section, rows in group_rows(records).items()
+        if section.task in TAGGING_TASKS and any(row.dev_f1 for row in rows)
+    }
 
 
 def seed_points(rows: Sequence[Row], spread: float = 0.24) -> list[tuple[float, float]]:
@@ -284,8 +304,9 @@ def single_layer(record: Record) -> int | None:
 
 def layer_curves(records: Iterable[Record]) -> tuple[list[Curve], list[Reference]]:
     """Per (model, task, data) section and per setting of the single-layer feature runs (the
-    head, say): mean dev score per layer index. Plus fine-tuning's mean per row of the
-    sections that have a curve, as references."""
+    head, say): mean dev score per layer index, over the layers with a finite score (a
+    curve with none is left out). Plus fine-tuning's mean per row of the sections that
+    have a curve, as references."""
     records = list(records)
     groups: dict[tuple[SectionKey, str], dict[int, list[Record]]] = {}
     settings_of: dict[tuple[SectionKey, str], dict[str, object]] = {}
@@ -304,7 +325,8 @@ def layer_curves(records: Iterable[Record]) -> tuple[list[Curve], list[Reference
         for key, label in zip(keys, labels, strict=True):
             points = [point for layer, same in sorted(groups[key].items()) if (point := _point(layer, same))]
             name = f"{_short_model(section.model)} · {TASK_NAMES.get(section.task, section.task)}"
-            curves.append(Curve(section, f"{name} ({label})" if label else name, points))
+            if points:  # every seed of every layer without a finite score: nothing to draw
+                curves.append(Curve(section, f"{name} ({label})" if label else name, points))
     sections = {curve.section for curve in curves}
     finetuned = [record for record in records if (record.get("config") or {}).get("mode", FINETUNE) == FINETUNE]
     references = []
@@ -399,7 +421,7 @@ def plot_layers(records: Iterable[Record], path: str | Path) -> Path:
     and task (band: ± sample std over seeds), fine-tuning dashed in the same colour."""
     curves, references = layer_curves(records)
     if not curves:
-        raise NoRecordsError("no single-layer feature runs (e.g. --layers 3) to plot")
+        raise NoRecordsError("no single-layer feature runs (e.g. --layers 3) with a finite dev score to plot")
     sections = sorted({curve.section for curve in curves})
     color = dict(zip(sections, _colors(len(sections)), strict=True))
     figure, axis = plt.subplots(figsize=(8.0, 5.0))
@@ -503,9 +525,78 @@ def plot_learning_curves(records: Iterable[Record], path: str | Path) -> Path:
     return save_atomic(figure, path)
 
 
+def task_panels(records: Iterable[Record]) -> list[tuple[TaskSection, list[tuple[TaskColumn, str, str]]]]:
+    """Per model section of the tasks layout (:func:`bertprobe.tasks_table.group_tasks`), its
+    score columns (:meth:`~bertprobe.tasks_table.TaskSection.score_columns`: task and split,
+    with their headings) where some system has a finite score; sections with none are left out."""
+    panels = []
+    for section in group_tasks(records):
+        columns = [
+            (column, split, heading)
+            for column, split, heading in section.score_columns()
+            if any((cell := row.cells.get(column)) is not None and cell.primary_scores(split) for row in section.rows)
+        ]
+        if columns:
+            panels.append((section, columns))
+    return panels
+
+
+def plot_tasks(records: Iterable[Record], path: str | Path) -> Path:
+    """The tasks layout drawn: per model, a group of bars per task (and split: test beside
+    dev where records have it), a bar per system, its height the mean of the task's
+    primary metric over the seeds with a finite one (error bars: sample std, none for one
+    seed), labelled with the mean and its seed count. The PNG is written atomically."""
+    panels = task_panels(records)
+    if not panels:
+        raise NoRecordsError(
+            "no record with a finite score to plot: --kind tasks draws each task's primary metric (dev, and test "
+            "where recorded)"
+        )
+    widest = max(len(columns) * len(section.rows) for section, columns in panels)
+    width = max(8.0, 0.45 * widest + 3.0)
+    figure, axes = plt.subplots(len(panels), 1, figsize=(width, 4.8 * len(panels)), squeeze=False)
+    for axis, (section, columns) in zip(axes[:, 0], panels, strict=True):
+        _task_panel(axis, section, columns, width)
+    figure.suptitle("Each system on each task: mean over seeds, error bars ± sample std", fontsize=10)
+    return save_atomic(figure, path)
+
+
+def _task_panel(axis, section: TaskSection, columns: Sequence[tuple[TaskColumn, str, str]], width: float) -> None:
+    """One model's bars: for each of ``columns`` a group with a bar per system that has a score."""
+    step = 0.8 / len(section.rows)
+    for index, (row, color) in enumerate(zip(section.rows, _colors(len(section.rows)), strict=True)):
+        bars = []  # (x, mean, std, "n=k")
+        for position, (column, split, _) in enumerate(columns):
+            cell = row.cells.get(column)
+            scores = [] if cell is None else cell.primary_scores(split)
+            if scores:
+                x = position - 0.4 + step * (index + 0.5)
+                bars.append((x, mean_or_none(scores), sample_std(scores), seed_count(len(scores), len(cell.records))))
+        if not bars:
+            continue
+        xs, means = [bar[0] for bar in bars], [bar[1] for bar in bars]
+        errors = [math.nan if bar[2] is None else bar[2] for bar in bars]
+        axis.bar(xs, means, width=0.9 * step, yerr=errors, capsize=3, color=color, alpha=0.85, label=row.label)
+        for x, mean, std, count in bars:  # above the error bar, or below a negative one (an MCC under 0)
+            top, sign = (mean + (std or 0.0), 1) if mean >= 0 else (mean - (std or 0.0), -1)
+            axis.annotate(f"{mean:.1f}\nn={count}", (x, top), xytext=(0, 2 * sign), textcoords="offset points",
+                          ha="center", va="bottom" if sign > 0 else "top", fontsize=6)  # fmt: skip
+    axis.set_xticks(range(len(columns)))
+    axis.set_xticklabels([heading for *_, heading in columns], fontsize=8)
+    axis.set_xlim(-0.6, len(columns) - 0.4)
+    axis.set_ylabel("score (%, the task's primary metric)")
+    count = section.record_count
+    title = f"{section.model} · {count} record{'s' if count != 1 else ''} · dev unless marked test"
+    axis.set_title(fit_to_width(title, width, fontsize=9), fontsize=9)
+    axis.margins(y=0.12)  # room for the labels over the tallest bars
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+
+
 #: ``bertprobe plot --kind`` -> the function that draws it.
 PLOTS: dict[str, Callable[[Iterable[Record], str | Path], Path]] = {
     "table7": plot_table7,
+    "tasks": plot_tasks,
     "layers": plot_layers,
     "cost": plot_cost,
     "curve": plot_learning_curves,

@@ -13,7 +13,16 @@ import pytest
 from scipy.stats import ttest_ind
 
 from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
-from bertprobe.plots import PLOTS, colors_by_system, cost_points, layer_curves, learning_curves, single_layer
+from bertprobe.plots import (
+    PLOTS,
+    colors_by_system,
+    cost_points,
+    layer_curves,
+    learning_curves,
+    single_layer,
+    table7_sections,
+    task_panels,
+)
 from bertprobe.rows import group_rows
 from bertprobe.table import render_markdown
 from bertprobe.tasks_table import (
@@ -358,7 +367,7 @@ def test_cost_points_and_learning_curves():
     assert [point.n for point in fine] == [2, 1, 2]
 
 
-@pytest.mark.parametrize("kind", ["table7", "layers", "cost", "curve"])
+@pytest.mark.parametrize("kind", ["table7", "tasks", "layers", "cost", "curve"])
 def test_every_plot_kind_writes_a_png(tmp_path: Path, kind: str):
     records = probe_records() + tune_or_not_records() + fraction_records()
     path = PLOTS[kind](records, tmp_path / "plots" / f"{kind}.png")
@@ -379,6 +388,62 @@ def test_plots_without_usable_records_raise(tmp_path: Path):
     assert not (tmp_path / "x.png").exists()
 
 
+def unscored(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``records`` with every dev and test score NaN (a correlation over constant predictions)."""
+    return [
+        {**run, "metrics": {"dev": {key: math.nan for key in run["metrics"]["dev"]}, "test": None}} for run in records
+    ]
+
+
+def test_no_plot_kind_draws_an_empty_panel(tmp_path: Path):
+    """GLUE and custom records are drawn by the tasks figure; every kind with nothing to draw
+    stops with NoRecordsError saying what it needs, and a panel with nothing is left out."""
+    glue = custom_and_glue_records() + tune_or_not_records()[:-1]  # no tagging task
+    assert PLOTS["tasks"](glue, tmp_path / "tasks.png").read_bytes()[:4] == b"\x89PNG"
+    assert PLOTS["cost"](glue, tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
+    needs = {"table7": "--kind tasks", "curve": "learning-curve"}
+    for kind, message in needs.items():
+        with pytest.raises(NoRecordsError, match=message):
+            PLOTS[kind](glue, tmp_path / f"{kind}.png")
+    # a panel per tagging section with a dev F1: GLUE's (whose F1 is no entity F1) and unscored ones are left out
+    mixed = tune_or_not_records() + unscored([record("conll2003", source="/data/other", dev=scores(f1=0.9))])
+    assert [section.task for section in table7_sections(mixed)] == ["conll2003"]
+    [(_, columns)] = task_panels(mixed + unscored([record("stsb", dev={"pearson": 0.5})]))
+    assert [heading for *_, heading in columns] == [
+        "SST-2 acc",
+        "MRPC F1",
+        "RTE acc",
+        "CoNLL-2003 F1 [/data/conll2003]",
+    ]
+    for kind in PLOTS:  # nothing but NaN: no kind draws
+        with pytest.raises(NoRecordsError):
+            PLOTS[kind](unscored(probe_records() + tune_or_not_records() + fraction_records()), tmp_path / "x.png")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cost.png", "tasks.png"]
+
+
+def test_cli_plot_of_glue_records_draws_the_tasks_figure_or_says_what_a_kind_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from bertprobe.cli import main
+
+    committed = str(Path(__file__).resolve().parent.parent / "results" / "tune_or_not_minilm")
+    png = tmp_path / "x.png"
+    assert main(["plot", committed, "--output", str(png)]) == 0  # no --kind: GLUE records get the tasks figure
+    assert "tasks plot of 27 records" in capsys.readouterr().out and png.read_bytes()[:4] == b"\x89PNG"
+    for kind in ("table7", "layers", "curve"):
+        assert main(["plot", committed, "--kind", kind, "--output", str(tmp_path / f"{kind}.png")]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("bertprobe: error: ") and error.count("\n") == 1, error
+        assert not (tmp_path / f"{kind}.png").exists()
+    assert "--kind tasks" in main_error(main, ["plot", committed, "--kind", "table7", "--output", str(png)], capsys)
+
+
+def main_error(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``main(argv)`` prints on standard error, after checking it exits with status 2."""
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
 def test_cli_tasks_layout_and_plot_kinds(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     from bertprobe.cli import main
 
@@ -392,7 +457,7 @@ def test_cli_tasks_layout_and_plot_kinds(tmp_path: Path, capsys: pytest.CaptureF
     target = tmp_path / "tasks.csv"
     assert main(["table", str(folder), "--layout", "tasks", "--format", "csv", "--output", str(target)]) == 0
     assert target.read_text(encoding="utf-8").startswith(",".join(TASKS_CSV_COLUMNS))
-    for kind in ("layers", "cost", "curve"):
+    for kind in ("table7", "tasks", "layers", "cost", "curve"):
         png = tmp_path / f"{kind}.png"
         assert main(["plot", str(folder), "--kind", kind, "--output", str(png)]) == 0
         assert png.read_bytes()[:4] == b"\x89PNG"
@@ -598,6 +663,6 @@ def test_nan_scores_are_skipped_by_every_plot(tmp_path: Path, capsys: pytest.Cap
     [fine_curve, _] = learning_curves(curve)
     assert (fine_curve.points[0].mean, fine_curve.points[0].n) == (pytest.approx(50.0), 1)
     records = probes + curve + nan_records()
-    for kind in ("table7", "layers", "curve"):
+    for kind in ("table7", "tasks", "layers", "curve"):
         path = PLOTS[kind](records, tmp_path / f"{kind}.png")
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
