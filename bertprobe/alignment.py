@@ -129,6 +129,50 @@ def plan_windows(
     return plans
 
 
+def _lay_out_words(
+    sentences: Sequence, words: list[list[str]], piece_counts: list[list[int]], context: str
+) -> tuple[list[str], list[int], list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """The split's words end to end with their piece counts (at least 1 each), the scopes a
+    window may draw context from (each sentence alone, or each document's span) and, per
+    sentence, ``(scope, start, end)`` in the flat word list."""
+    flat_words: list[str] = []
+    flat_counts: list[int] = []
+    sentence_spans: list[tuple[int, int, int]] = []
+    scopes: list[tuple[int, int]] = []
+    document_scope: dict[int, int] = {}
+    for sentence, sentence_words, counts in zip(sentences, words, piece_counts, strict=True):
+        start = len(flat_words)
+        flat_words.extend(sentence_words)
+        flat_counts.extend(max(count, 1) for count in counts)
+        end = len(flat_words)
+        if context == "document":
+            if sentence.document not in document_scope:
+                document_scope[sentence.document] = len(scopes)
+                scopes.append((start, end))
+            scope_id = document_scope[sentence.document]
+            scopes[scope_id] = (scopes[scope_id][0], end)
+        else:
+            scope_id = len(scopes)
+            scopes.append((start, end))
+        sentence_spans.append((scope_id, start, end))
+    return flat_words, flat_counts, scopes, sentence_spans
+
+
+def first_subtoken_positions(word_ids: Sequence[int | None], first_target: int, n_targets: int) -> list[int]:
+    """The position of each target word's first sub-token in a window whose tokenizer gave
+    ``word_ids``; the targets are words ``first_target .. first_target + n_targets - 1`` of
+    the window's text."""
+    positions = [-1] * n_targets
+    for position, word_id in enumerate(word_ids):
+        if word_id is None:
+            continue
+        target = word_id - first_target
+        if 0 <= target < n_targets and positions[target] < 0:
+            positions[target] = position
+    assert min(positions) >= 0, "every target word must have a first sub-token"
+    return positions
+
+
 def encode_split(
     split: TaggedSplit,
     tokenizer,
@@ -155,26 +199,7 @@ def encode_split(
     for index, counts in zip(changed, count_pieces(tokenizer, [words[i] for i in changed]), strict=True):
         raw_counts[index] = counts  # a replacement word's own piece count
 
-    flat_words: list[str] = []
-    flat_counts: list[int] = []
-    sentence_spans: list[tuple[int, int, int]] = []
-    scopes: list[tuple[int, int]] = []
-    document_scope: dict[int, int] = {}
-    for sentence, sentence_words, counts in zip(sentences, words, raw_counts, strict=True):
-        start = len(flat_words)
-        flat_words.extend(sentence_words)
-        flat_counts.extend(max(count, 1) for count in counts)
-        end = len(flat_words)
-        if context == "document":
-            if sentence.document not in document_scope:
-                document_scope[sentence.document] = len(scopes)
-                scopes.append((start, end))
-            scope_id = document_scope[sentence.document]
-            scopes[scope_id] = (scopes[scope_id][0], end)
-        else:
-            scope_id = len(scopes)
-            scopes.append((start, end))
-        sentence_spans.append((scope_id, start, end))
+    flat_words, flat_counts, scopes, sentence_spans = _lay_out_words(sentences, words, raw_counts, context)
 
     plans = plan_windows(scopes, sentence_spans, flat_counts, budget, [s.source for s in sentences], only)
     encoded = tokenizer(
@@ -187,14 +212,7 @@ def encode_split(
         sentence = sentences[plan.sentence_index]
         first_target = plan.target_start - plan.context_start
         n_targets = plan.target_end - plan.target_start
-        positions = [-1] * n_targets
-        for position, word_id in enumerate(encoded.word_ids(index)):
-            if word_id is None:
-                continue
-            target = word_id - first_target
-            if 0 <= target < n_targets and positions[target] < 0:
-                positions[target] = position
-        assert min(positions) >= 0, "every target word must have a first sub-token"
+        positions = first_subtoken_positions(encoded.word_ids(index), first_target, n_targets)
         if len(encoded["input_ids"][index]) > max_length:
             raise RuntimeError(
                 f"{sentence.source}: a window of {len(encoded['input_ids'][index])} sub-tokens exceeds the limit "

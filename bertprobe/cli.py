@@ -20,6 +20,12 @@ def option_help(name: str) -> str:
     return next(f.metadata["help"] for f in fields(RunConfig) if f.name == name)
 
 
+def refuse(problem: object, status: int = 2) -> int:
+    """Say what is wrong in one line on standard error; return the exit status (2: bad input)."""
+    print(f"bertprobe: error: {problem}", file=sys.stderr)
+    return status
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input or a state the user must resolve: printed as one line with
     exit status 2, never a traceback. (Called in ``except`` clauses, so the modules it
@@ -149,19 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(argv)  # validates every option before torch is imported
     except (ConfigError, LayerSpecError) as error:
-        print(f"bertprobe: error: {error}", file=sys.stderr)
-        return 2
+        return refuse(error)
     from bertprobe.train import NonFiniteLossError, run
 
     configure_logging()
     try:
         run(config)
     except user_errors() as error:
-        print(f"bertprobe: error: {error}", file=sys.stderr)
-        return 2
+        return refuse(error)
     except NonFiniteLossError as error:
-        print(f"bertprobe: error: {error}", file=sys.stderr)
-        return 3
+        return refuse(error, status=3)
     return 0
 
 
@@ -180,20 +183,19 @@ def _load_for_summary(directories: list[str]) -> list[dict[str, object]] | None:
     """The records under every one of ``directories``, or ``None`` after printing why there
     are none. Several folders let a figure put runs of separate sweeps together (a layer
     probe and the fine-tuning run it is compared with, say)."""
-    from bertprobe.rows import load_records
+    from bertprobe.record import load_records
 
     records = []
     for directory in directories:
         try:
             records.extend(load_records(directory))
         except NotADirectoryError:
-            print(f"bertprobe: error: {directory} is not a folder", file=sys.stderr)
+            refuse(f"{directory} is not a folder")
             return None
     if not records:
-        print(
-            f"bertprobe: error: no result records under {', '.join(directories)} "
-            "(looked for *.json files with 'config' and 'metrics', as written by 'bertprobe train')",
-            file=sys.stderr,
+        refuse(
+            f"no result records under {', '.join(directories)} "
+            "(looked for *.json files with 'config' and 'metrics', as written by 'bertprobe train')"
         )
         return None
     return records
@@ -270,8 +272,7 @@ def plot_main(argv: list[str]) -> int:
     try:
         path = PLOTS[args.kind](records, args.output)
     except NoRecordsError as error:
-        print(f"bertprobe: error: {', '.join(args.directory)}: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"{', '.join(args.directory)}: {error}")
     print(f"{args.kind} plot of {len(records)} records: {path}")
     return 0
 
@@ -310,8 +311,7 @@ def sweep_main(argv: list[str]) -> int:
             experiment["seeds"] = args["seeds"]
         run_sweep(experiment, overrides, use_grid=args["grid"], dry_run=args["dry_run"], where=where)
     except user_errors() as error:
-        print(f"bertprobe: error: {error}", file=sys.stderr)
-        return 2
+        return refuse(error)
     return 0
 
 
@@ -364,8 +364,7 @@ def tune_main(argv: list[str]) -> int:
         else:
             tuning.run_trials()
     except user_errors() as error:
-        print(f"bertprobe: error: {error}", file=sys.stderr)
-        return 2
+        return refuse(error)
     return 0
 
 
@@ -409,8 +408,7 @@ def probe_layers_main(argv: list[str]) -> int:
         experiment = layer_probe_experiment(args.model, depth, base, args.seeds, args.finetune, probe)
         paths = run_sweep(experiment, {}, dry_run=args.dry_run)
     except user_errors() as error:
-        print(f"bertprobe: error: {error}", file=sys.stderr)
-        return 2
+        return refuse(error)
     if args.dry_run:
         return 0
     import json

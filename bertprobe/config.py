@@ -300,56 +300,72 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """Fill the mode-dependent defaults and validate every option (no model is loaded)."""
-        from bertprobe.tasks import TASKS, is_tagging
+        from bertprobe.tasks import is_tagging
 
-        if self.task not in TASKS:
-            raise ConfigError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
-        if self.pooling not in POOLING_MODES:
-            raise ConfigError(f"--pooling {self.pooling!r} is not one of {', '.join(POOLING_MODES)}")
-        if self.context not in CONTEXT_MODES:
-            raise ConfigError(f"--context {self.context!r} is not one of {', '.join(CONTEXT_MODES)}")
+        self._check_choices()
         LayerSpec.parse(self.layers)
         for spec in self.cache_layer_specs():
             LayerSpec.parse(spec)
         head = self.head or (self.mode.default_tagging_head if is_tagging(self.task) else "linear")
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
+        self._check_counts()
+        self._check_ranges()
+        self._check_task_options()
+        self._check_adaptation()
+        self._check_optimizer()
+        return replace(
+            self,
+            head=head,
+            lr=self.lr if self.lr is not None else self.mode.default_lr,
+            cache_dir=self.cache_dir or default_cache_dir(),
+        )
+
+    def _check_choices(self) -> None:
+        """Options that name one of a fixed set of values."""
+        from bertprobe.tasks import TASKS
+
+        choices: dict[str, tuple[object, ...]] = {
+            "task": tuple(TASKS), "pooling": POOLING_MODES, "context": CONTEXT_MODES,
+            "pair_encoding": PAIR_ENCODINGS, "mixed_precision": MIXED_PRECISION, "report_to": REPORT_TO,
+            "optimizer": OPTIMIZERS,
+        }  # fmt: skip
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                names = ", ".join(str(choice) for choice in allowed if choice is not None)
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not one of {names}")
+
+    def _check_counts(self) -> None:
+        """Options that count something: at least 1, or (where 0 or unset mean off) not negative."""
         for name in (
             "epochs", "batch_size", "eval_batch_size", "eval_every", "lstm_hidden", "lstm_layers", "check_loss_every",
+            "gradient_accumulation_steps",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("max_train_examples", "cpu_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.max_length is not None and self.max_length < 3:
             raise ConfigError(
                 f"--max-length {self.max_length} leaves no room for a word beside the special tokens; give at least 3 "
                 "(or leave it out: the model's own limit)"
             )
-        if self.text_columns is not None and not 1 <= len(self.text_column_names()) <= 2:
-            raise ConfigError(
-                f"--text-columns {self.text_columns!r} must name one column (single sentences) or two, separated by a "
-                "comma (sentence pairs)"
-            )
-        if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise ConfigError("--max-train-examples must be at least 1")
-        if self.train_fraction is not None and not 0.0 < self.train_fraction <= 1.0:
-            raise ConfigError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
-        if self.train_fraction is not None and self.max_train_examples is not None:
-            raise ConfigError("give --train-fraction or --max-train-examples, not both")
-        if self.gradient_accumulation_steps < 1:
-            raise ConfigError("--gradient-accumulation-steps must be at least 1")
         if self.checkpoint_every < 0 or self.checkpoint_every % self.gradient_accumulation_steps:
             raise ConfigError(
                 f"--checkpoint-every {self.checkpoint_every} must be 0 (epoch ends only) or a positive multiple of "
                 f"--gradient-accumulation-steps ({self.gradient_accumulation_steps}): a checkpoint taken between "
                 "two optimizer steps would lose the gradients accumulated so far"
             )
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ConfigError(f"--cpu-threads must be at least 1, got {self.cpu_threads}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            choices = ", ".join(str(choice) for choice in MIXED_PRECISION[1:])
-            raise ConfigError(f"--mixed-precision {self.mixed_precision!r} is not one of {choices}")
-        if self.report_to not in REPORT_TO:
-            raise ConfigError(f"--report-to {self.report_to!r} is not one of {', '.join(REPORT_TO[1:])}")
+
+    def _check_ranges(self) -> None:
+        """Fractions, rates and the seed."""
+        if self.train_fraction is not None and not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+        if self.train_fraction is not None and self.max_train_examples is not None:
+            raise ConfigError("give --train-fraction or --max-train-examples, not both")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError("--warmup-fraction must be in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
@@ -360,13 +376,21 @@ class RunConfig:
             raise ConfigError(f"--weight-decay must be 0 or positive, got {self.weight_decay}")
         if not self.max_grad_norm >= 0.0:
             raise ConfigError(f"--max-grad-norm must be 0 (no clipping) or positive, got {self.max_grad_norm}")
+
+    def _check_task_options(self) -> None:
+        """Options that apply to some tasks or modes only."""
+        from bertprobe.tasks import is_tagging
+
+        if self.text_columns is not None and not 1 <= len(self.text_column_names()) <= 2:
+            raise ConfigError(
+                f"--text-columns {self.text_columns!r} must name one column (single sentences) or two, separated by a "
+                "comma (sentence pairs)"
+            )
         if is_tagging(self.task) and self.pooling != "first":
             raise ConfigError(
                 f"--pooling {self.pooling} applies to sentence tasks; {self.task} tags words, each read at its first "
                 "sub-token"
             )
-        if self.pair_encoding not in PAIR_ENCODINGS:
-            raise ConfigError(f"--pair-encoding {self.pair_encoding!r} is not one of {', '.join(PAIR_ENCODINGS)}")
         if self.pair_encoding == "separate" and not (self.mode.uses_cache and self.feature_cache):
             raise ConfigError(
                 "--pair-encoding separate encodes each sentence of a pair apart with the frozen encoder: it needs "
@@ -376,14 +400,6 @@ class RunConfig:
             raise ConfigError(
                 f"--layers applies to --mode feature only: --mode {self.mode} puts its head on the last layer"
             )
-        self._check_adaptation()
-        self._check_optimizer()
-        return replace(
-            self,
-            head=head,
-            lr=self.lr if self.lr is not None else self.mode.default_lr,
-            cache_dir=self.cache_dir or default_cache_dir(),
-        )
 
     def _check_adaptation(self) -> None:
         """Options of --mode partial and --mode lora. The upper bound of --freeze-layers (the
@@ -416,8 +432,6 @@ class RunConfig:
             raise ConfigError(PEFT_MISSING)
 
     def _check_optimizer(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         for name in ("lr", "encoder_lr", "head_lr"):
             value = getattr(self, name)
             if value is not None and not value > 0:

@@ -267,14 +267,15 @@ def forward_takes_token_types(config) -> bool:
     return "token_type_ids" in inspect.signature(model_class.forward).parameters
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, config=None):
     """A fast tokenizer (word alignment needs ``word_ids``) set up for pre-split words: each
     word gets the pieces it has in running text (RoBERTa-style BPE gets ``add_prefix_space``)
-    and no ``token_type_ids`` are produced for models that take none (DistilBERT)."""
+    and no ``token_type_ids`` are produced for models that take none (DistilBERT).
+    ``config``: the model's, where the caller has read it already (:func:`load_config`)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name)
-    config = load_config(name)
+    config = config if config is not None else load_config(name)
     describe(name, config)  # refuses decoder-only models before any tokenizer work
     kwargs = {}
     if config.model_type in PREFIX_SPACE_MODEL_TYPES:
@@ -330,17 +331,18 @@ def _set_padding_token(tokenizer, config, name: str) -> None:
         raise ModelLoadError(f"the tokenizer of {name!r} has no padding, unknown or end token to pad batches with")
 
 
-def load_encoder(name: str) -> nn.Module:
+def load_encoder(name: str, config=None) -> nn.Module:
     """The bare encoder (no task head), returning all hidden states; for an encoder-decoder
-    model, its encoder stack alone (the decoder is dropped)."""
+    model, its encoder stack alone (the decoder is dropped). ``config``: the model's, where
+    the caller has read it already (:func:`load_config`)."""
     from transformers import AutoModel
 
     path = resolve_model_path(name)
-    config = load_config(name)  # fails fast and clearly when offline
+    config = config if config is not None else load_config(name)  # fails fast and clearly when offline
     describe(name, config)
     check_local_weights(name)
     try:
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, config=config)
     except OSError as error:
         raise ModelLoadError(f"cannot load the weights of {name!r}: {str(error).strip().splitlines()[0]}") from None
     if not getattr(model.config, "is_encoder_decoder", False):

@@ -379,58 +379,54 @@ class _BuildPlan:
         """Encode batches ``shard[0]``, ``shard[0] + shard[1]``, ... into the feature file."""
         features = np.load(self.temporary / "features.npy", mmap_mode="r+")
         encoder.eval()
-        collate = WindowCollator(pad_token_id)
-        dataset = WindowDataset(self.windows)
         batches = self.batches[shard[0] :: shard[1]]
         if progress_name is not None:
             from bertprobe.progress import progress_bar
 
             batches = progress_bar(batches, f"caching {progress_name} features")
-        groups, windows, offsets, counts = self.groups, self.windows, self.offsets, self.counts
-
-        def encode(batch_groups: list[int]) -> None:
-            """Encode one input per group of the batch and write the rows of every window in
-            those groups; a batch the device has no memory for is split in halves (again and
-            again if need be), so the token budget is an upper bound that adapts to the
-            memory at hand."""
-            members = [index for group in batch_groups for index in groups[group]]
-            try:
-                batch = collate([dataset[groups[group][0]] for group in batch_groups])
-                inputs = {
-                    key: batch[key].to(device)
-                    for key in ("input_ids", "attention_mask", "token_type_ids")
-                    if key in batch
-                }
-                output = encoder(**inputs, output_hidden_states=True, return_dict=True)
-                positions = [torch.tensor(windows[index].word_positions) for index in members]
-                to_extract = {
-                    "attention_mask": inputs["attention_mask"],
-                    "word_positions": pad_sequence(positions, batch_first=True).to(device),
-                }
-                sources = torch.tensor(
-                    [row for row, group in enumerate(batch_groups) for _ in groups[group]], device=device
-                )
-                words = extract_rows(output.hidden_states, self.layers, to_extract, self.cache.pooling, sources)
-                words = words.to(torch.float16).cpu().numpy()
-            except torch.cuda.OutOfMemoryError:
-                if len(batch_groups) == 1:
-                    raise
-                words = None  # retried below, after the handler: its traceback holds the failed pass's tensors
-            if words is None:
-                batch = inputs = to_extract = None
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                middle = len(batch_groups) // 2
-                encode(batch_groups[:middle])
-                encode(batch_groups[middle:])
-                return
-            for row, index in enumerate(members):
-                features[offsets[index] : offsets[index + 1]] = words[row, : counts[index]]
-
+        collate, dataset = WindowCollator(pad_token_id), WindowDataset(self.windows)
         with torch.inference_mode():
             for batch_groups in batches:
-                encode(batch_groups)
+                self._encode(batch_groups, encoder, collate, dataset, device, features)
         features.flush()  # the map closes when fill returns
+
+    def _encode(self, batch_groups: list[int], encoder, collate, dataset, device, features: np.ndarray) -> None:
+        """Encode one input per group of the batch and write the rows of every window in
+        those groups; a batch the device has no memory for is split in halves (again and
+        again if need be), so the token budget is an upper bound that adapts to the memory
+        at hand."""
+        groups, windows = self.groups, self.windows
+        members = [index for group in batch_groups for index in groups[group]]
+        try:
+            batch = collate([dataset[groups[group][0]] for group in batch_groups])
+            inputs = {
+                key: batch[key].to(device) for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch
+            }
+            output = encoder(**inputs, output_hidden_states=True, return_dict=True)
+            positions = [torch.tensor(windows[index].word_positions) for index in members]
+            to_extract = {
+                "attention_mask": inputs["attention_mask"],
+                "word_positions": pad_sequence(positions, batch_first=True).to(device),
+            }
+            sources = torch.tensor(
+                [row for row, group in enumerate(batch_groups) for _ in groups[group]], device=device
+            )
+            words = extract_rows(output.hidden_states, self.layers, to_extract, self.cache.pooling, sources)
+            words = words.to(torch.float16).cpu().numpy()
+        except torch.cuda.OutOfMemoryError:
+            if len(batch_groups) == 1:
+                raise
+            words = None  # retried below, after the handler: its traceback holds the failed pass's tensors
+        if words is None:
+            batch = inputs = to_extract = output = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            middle = len(batch_groups) // 2
+            self._encode(batch_groups[:middle], encoder, collate, dataset, device, features)
+            self._encode(batch_groups[middle:], encoder, collate, dataset, device, features)
+            return
+        for row, index in enumerate(members):
+            features[self.offsets[index] : self.offsets[index + 1]] = words[row, : self.counts[index]]
 
     def finish(self, split_name: str) -> CachedSplit:
         """The offsets, the manifest with every file's checksum, and the rename into place."""

@@ -40,21 +40,82 @@ import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
 from bertprobe.formatting import NoRecordsError, finite, mean_or_none, sample_std, seed_count
+from bertprobe.record import Record, primary_score, recorded
 from bertprobe.results import temporary_beside
-from bertprobe.rows import (
-    FINETUNE,
-    Record,
-    Row,
-    SectionKey,
-    differing_labels,
-    finetuning_gaps,
-    group_rows,
-    primary_score,
-    recorded,
-    row_settings,
-)
+from bertprobe.rows import FINETUNE, Row, SectionKey, differing_labels, finetuning_gaps, group_rows, row_settings
 from bertprobe.tasks import TAGGING_TASKS
 from bertprobe.tasks_table import TASK_NAMES, TaskColumn, TaskSection, group_tasks
+
+
+def label_bar_feet(axis, positions: list[int], means: list[float | None], rows: list[Row]) -> None:
+    """Each bar's mean and seed count inside its foot, clear of error bars and paper ticks."""
+    bottom = axis.get_ylim()[0]
+    for x, mean, row in zip(positions, means, rows, strict=True):
+        if mean is not None:
+            axis.annotate(
+                f"{mean:.1f}\nn={seed_count(len(row.dev_f1), len(row.records))}", (x, bottom), xytext=(0, 4),
+                textcoords="offset points", ha="center", va="bottom", fontsize=7, color="white",
+            )  # fmt: skip
+
+
+def draw_table7_panel(axis, section: SectionKey, rows: list[Row], width: float) -> bool:
+    """One model + data section of :func:`plot_table7` on ``axis``; whether it drew the
+    paper's values."""
+    positions = list(range(len(rows)))
+    means = [row.dev_f1_mean for row in rows]
+    stds = [row.dev_f1_std for row in rows]
+    heights = [math.nan if mean is None else mean for mean in means]
+    errors = [math.nan if std is None else std for std in stds]  # one seed: no error bar
+    axis.bar(positions, heights, width=0.6, yerr=errors, capsize=4, color="tab:blue", alpha=0.8, label="ours")
+    paper = [(x, row.paper_dev_f1) for x, row in zip(positions, rows, strict=True) if row.paper_dev_f1]
+    if paper:
+        axis.scatter(
+            [x for x, _ in paper],
+            [value for _, value in paper],
+            marker="_",
+            s=700,
+            linewidths=2.5,
+            color="black",
+            zorder=3,
+            label="paper (BERT-base)",
+        )
+    seeds = seed_points(rows)
+    if seeds:
+        axis.scatter(
+            [x for x, _ in seeds],
+            [value for _, value in seeds],
+            s=9,
+            color="navy",
+            edgecolors="white",
+            linewidths=0.4,
+            zorder=4,
+            label="ours: each seed",
+        )
+    level = finetuning_level(rows)
+    if level is not None:  # the bar to beat, across the panel
+        axis.axhline(level, color="tab:red", linestyle="--", linewidth=1.2, zorder=2, label="ours: fine-tuning")
+    ours = [(m, s or 0.0) for m, s in zip(means, stds, strict=True) if m is not None]
+    lows = [m - s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
+    highs = [m + s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
+    if lows:  # zoom in on the differences, which are a few points at most
+        axis.set_ylim(max(0.0, min(lows) - 5.0), max(highs) + 2.0)
+    label_bar_feet(axis, positions, means, rows)
+    axis.set_xlim(-0.6, max(len(rows), 3) - 0.4)
+    axis.set_xticks(positions)
+    axis.set_xticklabels([row.label for row in rows], rotation=30, ha="right", fontsize=8)
+    axis.set_ylabel("dev F1 (%)")
+    count = sum(len(row.records) for row in rows)
+    axis.set_title(
+        fit_to_width(
+            f"{section.model} · {section.data} ({section.task}, {section.context} context) · {count} records",
+            width,
+            fontsize=9,
+        ),
+        fontsize=9,
+    )
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return bool(paper)
 
 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
@@ -74,73 +135,7 @@ def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     figure, axes = plt.subplots(len(sections), 1, figsize=(width, 4.8 * len(sections)), squeeze=False)
     paper_labelled = False
     for axis, (section, rows) in zip(axes[:, 0], sections.items(), strict=True):
-        positions = list(range(len(rows)))
-        means = [row.dev_f1_mean for row in rows]
-        stds = [row.dev_f1_std for row in rows]
-        heights = [math.nan if mean is None else mean for mean in means]
-        errors = [math.nan if std is None else std for std in stds]  # one seed: no error bar
-        axis.bar(positions, heights, width=0.6, yerr=errors, capsize=4, color="tab:blue", alpha=0.8, label="ours")
-        paper = [(x, row.paper_dev_f1) for x, row in zip(positions, rows, strict=True) if row.paper_dev_f1]
-        if paper:
-            axis.scatter(
-                [x for x, _ in paper],
-                [value for _, value in paper],
-                marker="_",
-                s=700,
-                linewidths=2.5,
-                color="black",
-                zorder=3,
-                label="paper (BERT-base)",
-            )
-            paper_labelled = True
-        seeds = seed_points(rows)
-        if seeds:
-            axis.scatter(
-                [x for x, _ in seeds],
-                [value for _, value in seeds],
-                s=9,
-                color="navy",
-                edgecolors="white",
-                linewidths=0.4,
-                zorder=4,
-                label="ours: each seed",
-            )
-        level = finetuning_level(rows)
-        if level is not None:  # the bar to beat, across the panel
-            axis.axhline(level, color="tab:red", linestyle="--", linewidth=1.2, zorder=2, label="ours: fine-tuning")
-        ours = [(m, s or 0.0) for m, s in zip(means, stds, strict=True) if m is not None]
-        lows = [m - s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
-        highs = [m + s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
-        if lows:  # zoom in on the differences, which are a few points at most
-            axis.set_ylim(max(0.0, min(lows) - 5.0), max(highs) + 2.0)
-        bottom = axis.get_ylim()[0]
-        for x, mean, row in zip(positions, means, rows, strict=True):
-            if mean is not None:  # the value inside the bar's foot, clear of error bars and paper ticks
-                axis.annotate(
-                    f"{mean:.1f}\nn={seed_count(len(row.dev_f1), len(row.records))}",
-                    (x, bottom),
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    color="white",
-                )
-        axis.set_xlim(-0.6, max(len(rows), 3) - 0.4)
-        axis.set_xticks(positions)
-        axis.set_xticklabels([row.label for row in rows], rotation=30, ha="right", fontsize=8)
-        axis.set_ylabel("dev F1 (%)")
-        count = sum(len(row.records) for row in rows)
-        axis.set_title(
-            fit_to_width(
-                f"{section.model} · {section.data} ({section.task}, {section.context} context) · {count} records",
-                width,
-                fontsize=9,
-            ),
-            fontsize=9,
-        )
-        axis.grid(axis="y", alpha=0.3)
-        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        paper_labelled = draw_table7_panel(axis, section, rows, width) or paper_labelled
     title = (
         "CoNLL-2003 NER dev F1: fine-tuning vs frozen features (paper: Devlin et al. 2019, Table 7)"
         if paper_labelled

@@ -27,16 +27,24 @@ import json
 import math
 import re
 import statistics
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bertprobe.config import BOOKKEEPING_OPTIONS, OPTION_CONDITIONS, RECORD_DEFAULTS, RETIRED_OPTIONS
 from bertprobe.formatting import difference_of_means, finite, mean_or_none, plain, sample_std, welch_p_value
 from bertprobe.layer_spec import NAMED_STRATEGIES
 from bertprobe.modes import Mode
+from bertprobe.record import (
+    Record,
+    data_source,
+    primary_metric,
+    primary_score,
+    record_config,
+    record_f1,
+    recorded,
+    train_examples,
+)
 
 FINETUNE = Mode.FINETUNE.value
 LORA = Mode.LORA.value
@@ -90,71 +98,6 @@ PAPER_HEAD = {Mode.FINETUNE.value: "linear", Mode.FEATURE.value: "bilstm"}
 _STRATEGY_SPECS: dict[str, str] = {spec: name for name, spec in NAMED_STRATEGIES.items()}
 
 
-Record = dict[str, object]
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def is_record(payload: object) -> bool:
-    return isinstance(payload, dict) and isinstance(payload.get("config"), dict) and "metrics" in payload
-
-
-def load_records(directory: str | Path) -> list[Record]:
-    """Every result record in ``*.json`` files under ``directory`` (recursively), in path order.
-
-    Files and folders whose names start with ``.`` (atomic-write temporaries, caches) are
-    skipped, as are JSON files that are not records (no ``config``/``metrics``). A file that
-    is not valid JSON is skipped with a warning.
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    records: list[Record] = []
-    for path in sorted(root.rglob("*.json")):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            warnings.warn(f"skipping {path}: not readable JSON ({error})", stacklevel=2)
-            continue
-        if is_record(payload):
-            records.append(payload)
-    return records
-
-
-def records_frame(directory: str | Path):
-    """The records under ``directory`` as a pandas DataFrame, a row per record: its name, the
-    configuration's settings (``config.*``), the dev and test scores (``dev.*``, ``test.*``;
-    nested scores flattened with dots) and the train time. pandas is an optional extra
-    (``pip install pandas``)."""
-    try:
-        import pandas
-    except ImportError:
-        raise ImportError("records_frame needs pandas: pip install pandas") from None
-
-    rows = []
-    for record in load_records(directory):
-        row = {"name": record.get("name")}
-        row.update({f"config.{key}": value for key, value in (record.get("config") or {}).items()})
-        for split in ("dev", "test"):
-            row.update(_flatten(f"{split}.", (record.get("metrics") or {}).get(split) or {}))
-        row["train_seconds"] = (record.get("time") or {}).get("train_seconds")
-        rows.append(row)
-    return pandas.DataFrame(rows)
-
-
-def _flatten(prefix: str, values: dict[str, object]) -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(f"{prefix}{key}.", value))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 # ----------------------------------------------------------------------------- grouping
 
 
@@ -206,46 +149,6 @@ def system_rank(key: str) -> tuple[int, int, str]:
         return 2, 0, ""
     names = list(SYSTEM_NAMES)
     return 3, names.index(key) if key in names else len(names), key
-
-
-def recorded(record: Record, *keys: str) -> Any:
-    """The value under ``record[keys[0]][keys[1]]...``, or ``None`` where a key is missing or
-    a level is not a dict: records of older versions lack some sections."""
-    value: Any = record
-    for key in keys:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def data_source(record: Record) -> str:
-    if source := recorded(record, "data", "source"):
-        return str(source)
-    config = record_config(record)
-    return str(config.get("data_dir") or f"hub:{config.get('hub_dataset', '?')}")
-
-
-def primary_metric(record: Record) -> str:
-    """The task's primary dev metric as the record names it; ``f1`` for records written
-    before records named it (CoNLL tagging only)."""
-    metric = recorded(record, "task", "primary_metric")
-    return str(metric) if metric else "f1"
-
-
-def primary_score(record: Record, split: str = "dev") -> float | None:
-    """The primary metric on ``split`` in percent (x100), or ``None`` when not recorded."""
-    value = recorded(record, "metrics", split, primary_metric(record))
-    return None if value is None else 100.0 * float(value)
-
-
-def train_examples(record: Record) -> int | None:
-    """Training examples per epoch: windows for tagging tasks, examples for sequence tasks."""
-    windows = recorded(record, "data", "windows", "train")
-    if windows is not None:
-        return int(windows)
-    examples = recorded(record, "data", "examples_trained")
-    return None if examples is None else int(examples)
 
 
 @dataclass(frozen=True, order=True)
@@ -431,17 +334,6 @@ class Row:
             return None
         means = {layer: statistics.fmean(values) for layer, values in sorted(per_layer.items())}
         return means, mean_or_none(gammas), count
-
-
-def record_config(record: Record) -> dict[str, object]:
-    config = record.get("config")
-    return config if isinstance(config, dict) else {}
-
-
-def record_f1(record: Record, split: str) -> float | None:
-    """A record's entity F1 on ``split`` in percent, ``None`` without one."""
-    f1 = recorded(record, "metrics", split, "f1")
-    return None if f1 is None else 100.0 * float(f1)
 
 
 def row_settings(record: Record, system: str | None = None, ignore: Iterable[str] = ()) -> dict[str, object]:

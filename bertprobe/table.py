@@ -39,12 +39,12 @@ from bertprobe.formatting import (
     sample_std,
     write_csv,
 )
+from bertprobe.record import Record
 from bertprobe.rows import (
     FINETUNE,
     PAPER_TASK,
     PAPER_TEST_F1,
     FinetuningGap,
-    Record,
     Row,
     SectionKey,
     finetuning_gaps,

@@ -40,20 +40,17 @@ from bertprobe.formatting import (
     seed_count,
     write_csv,
 )
+from bertprobe.record import Record, data_source, primary_metric, record_config
 from bertprobe.rows import (
     LORA,
     FinetuningGap,
-    Record,
     Row,
     SectionKey,
     canonical_json,
-    data_source,
     differing_labels,
     finetuning_gaps,
     lora_rank_order,
     lora_ranks,
-    primary_metric,
-    record_config,
     row_settings,
     system_key,
     system_name,

@@ -26,7 +26,7 @@ import torch
 from accelerate.logging import get_logger
 from torch.utils.data import DataLoader, Dataset
 
-from bertprobe.adaptation import adapt_encoder
+from bertprobe.adaptation import Adaptation, adapt_encoder
 from bertprobe.batching import FeatureCollator, LengthGroupedBatches, SortedBatches, WindowCollator, WindowDataset
 from bertprobe.checkpoint import (
     COMPLETE_FILE,
@@ -44,7 +44,15 @@ from bertprobe.checkpoint import (
 )
 from bertprobe.config import ConfigError, RunConfig
 from bertprobe.cpu_heap import allocator_hint
-from bertprobe.encoder import check_local_weights, describe, freeze, load_config, load_encoder, load_tokenizer
+from bertprobe.encoder import (
+    EncoderInfo,
+    check_local_weights,
+    describe,
+    freeze,
+    load_config,
+    load_encoder,
+    load_tokenizer,
+)
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
 from bertprobe.health import assess
@@ -53,6 +61,7 @@ from bertprobe.model import ProbeModel, row_loss
 from bertprobe.optim import build_optimizer, describe_optimizer
 from bertprobe.preflight import check_free_space, check_shared_folder, check_writable, refuse_sharding
 from bertprobe.progress import progress_bar
+from bertprobe.record import build_record
 from bertprobe.results import (
     RecordWriteError,
     code_commit,
@@ -278,13 +287,83 @@ def run(config: RunConfig) -> dict[str, object]:
                 folder.rmdir()
 
 
+@dataclass
+class Setup:
+    """Everything a run builds before its first step, in the order :func:`set_up` builds it."""
+
+    info: EncoderInfo
+    layers: ResolvedLayers
+    max_length: int
+    task: Task
+    encoder: torch.nn.Module
+    encoder_digest: str | None  # of a frozen encoder's weights, to show training left them alone
+    adaptation: Adaptation
+    model: torch.nn.Module
+    parameters: dict[str, int]
+    train_loader: DataLoader
+    train_sampler: object
+    eval_loaders: dict[str, DataLoader]
+    batches_per_process: int
+    steps_per_epoch: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    optimizer_info: dict[str, object]
+    timings: dict[str, float]
+    cache_info: dict[str, object] | None = None
+    cache_memory: dict[str, int] | None = None
+
+
 def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
+    started = time.perf_counter()
+    accelerator = start_accelerator(config)
+    peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
+    commit = code_commit()
+    if config.checkpoint:
+        if accelerator.num_processes > 1:
+            check_shared_folder(accelerator, checkpoints.parent)
+        refuse_to_overwrite(checkpoints, config.resume)
+    setup = set_up(config, accelerator, started)
+    progress, resumed_from = resume_or_start(config, accelerator, checkpoints, setup.task, commit)
+    if config.report_to:
+        accelerator.init_trackers(config.run_name(), config=_tracker_config(config))
+    earlier_processes_seconds = progress.wall_seconds
+
+    def checkpoint_now() -> None:
+        progress.wall_seconds = earlier_processes_seconds + time.perf_counter() - started
+        save_checkpoint(accelerator, checkpoints, progress)
+
+    loop = _Training(
+        config, accelerator, setup.model, setup.optimizer, setup.scheduler, setup.train_loader, setup.train_sampler,
+        setup.task, progress, checkpoint_now,
+    )  # fmt: skip
+    train_epochs(loop, setup.eval_loaders["validation"], setup.batches_per_process)
+    final, predicted, test_seconds = _score_best(loop, setup.eval_loaders.get("test"))
+    seconds = {
+        "test": test_seconds,
+        "earlier_processes": earlier_processes_seconds,
+        "this_process": time.perf_counter() - started,
+    }
+    record = run_record(loop, setup, final, predicted, seconds, resumed_from, commit, peak_memory_is_per_run)
+    if accelerator.is_main_process:
+        _write_outputs(loop, record, final, predicted)
+    if config.checkpoint:
+        remove_checkpoints(accelerator, checkpoints)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    _release(accelerator, config)
+    return record
+
+
+def start_accelerator(config: RunConfig) -> Accelerator:
+    """The run's Accelerator, seeded, with its threads and checkpoint hooks set, and one log
+    line saying how many processes train on what.
+
+    Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
+    machine with no accelerator asks for it: ``accelerate launch --multi_gpu
+    --num_processes N`` then trains data-parallel on CPU cores, as it would on GPUs."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    # Accelerate forms a multi-process CPU group (gloo) only when asked for the CPU, so a
-    # machine with no accelerator asks for it: `accelerate launch --multi_gpu
-    # --num_processes N` then trains data-parallel on CPU cores, as it would on GPUs.
     if config.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
     _forget_previous_accelerator()
@@ -302,27 +381,25 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     store_unwrapped_weights(accelerator, lambda model: _unwrap(accelerator, model))
     processes = accelerator.num_processes
     kind = accelerator.distributed_type.value.lower()
-    distributed = "not distributed" if kind == "no" else kind
     logger.info(
-        f"{processes} process{'es' if processes > 1 else ''} ({distributed}) on "
+        f"{processes} process{'es' if processes > 1 else ''} ({'not distributed' if kind == 'no' else kind}) on "
         f"{accelerator.device.type}, {torch.get_num_threads()} torch threads each, mixed precision "
         f"{accelerator.mixed_precision}"
     )
     hint = allocator_hint(accelerator.device.type, config.mode.trains_encoder, os.environ)
     if hint:
         logger.info(hint)
-    peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
-    started = time.perf_counter()
-    commit = code_commit()
+    return accelerator
 
-    if config.checkpoint:
-        if accelerator.num_processes > 1:
-            check_shared_folder(accelerator, checkpoints.parent)
-        refuse_to_overwrite(checkpoints, config.resume)
-    info = describe(config.model, load_config(config.model))
+
+def load_task_and_encoder(config: RunConfig):
+    """The encoder's description (its config read once, here), the layers the head reads,
+    the task's encoded windows and the encoder itself, frozen and adapted as the mode says."""
+    model_config = load_config(config.model)
+    info = describe(config.model, model_config)
     check_local_weights(config.model)  # before the data work, not after it
-    layers: ResolvedLayers = resolve_strategy(config.layers if config.mode.reads_layers else "last", info.num_layers)
-    tokenizer = load_tokenizer(config.model)
+    layers = resolve_strategy(config.layers if config.mode.reads_layers else "last", info.num_layers)
+    tokenizer = load_tokenizer(config.model, model_config)
     max_length = min(config.max_length or info.max_positions, info.max_positions)
     task = load_task(config, tokenizer, max_length)
     if task.pooling is not None and config.head == "bilstm":
@@ -330,17 +407,22 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     for split, windows in task.windows.items():
         if not windows:
             raise ConfigError(f"split {split!r} of {task.name} has no examples after encoding")
-
-    encoder = load_encoder(config.model)
-    frozen = not config.mode.trains_encoder
-    encoder_digest = weights_digest(encoder) if frozen else None
-    if frozen:
+    encoder = load_encoder(config.model, model_config)
+    if not config.mode.trains_encoder:
         freeze(encoder)
     # partial: freeze the embeddings and lowest layers; lora: freeze all, add adapters. The
     # encoder stays in the graph and in train mode; frozen weights just have no gradient.
     adaptation = adapt_encoder(encoder, config, info, layers.indices)
-    timings: dict[str, float] = {"setup_seconds": time.perf_counter() - started}
+    return info, layers, tokenizer, max_length, task, encoder, adaptation
 
+
+def set_up(config: RunConfig, accelerator: Accelerator, started: float) -> Setup:
+    """Load, adapt, cache (a frozen encoder's features), build the probe, its loaders and its
+    optimizer, and hand them to Accelerate."""
+    info, layers, tokenizer, max_length, task, encoder, adaptation = load_task_and_encoder(config)
+    frozen = not config.mode.trains_encoder
+    encoder_digest = weights_digest(encoder) if frozen else None
+    timings: dict[str, float] = {"setup_seconds": time.perf_counter() - started}
     cache_info, cache_memory = None, None
     if frozen and config.feature_cache:
         cache_started = time.perf_counter()
@@ -353,15 +435,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     else:
         inputs = {split: WindowDataset(windows) for split, windows in task.windows.items()}
         collate, probe_encoder = WindowCollator(tokenizer.pad_token_id), encoder
-
-    pairs_apart = task.inputs_per_window == 2  # the head reads [u; v; |u - v|; u * v]
-    head = build_head(
-        config.head, layers.output_dim(info.hidden_size) * (4 if pairs_apart else 1), task.num_outputs,
-        config.lstm_hidden, config.lstm_layers, config.dropout,
-    )  # fmt: skip
-    model = ProbeModel(
-        probe_encoder, layers, head, frozen_encoder=frozen, pooling=task.pooling, pairs_apart=pairs_apart
-    )
+    model = build_probe(config, task, info, layers, probe_encoder)
     parameters = count_parameters(model, encoder)
     if adaptation.adapter_trainable is not None:
         parameters["adapter_trainable"] = adaptation.adapter_trainable
@@ -382,12 +456,36 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     model, optimizer, train_loader, scheduler, *eval_list = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
-    eval_loaders = dict(zip(eval_loaders, eval_list, strict=True))
+    return Setup(
+        info, layers, max_length, task, encoder, encoder_digest, adaptation, model, parameters, train_loader,
+        train_sampler, dict(zip(eval_loaders, eval_list, strict=True)), batches_per_process, steps_per_epoch,
+        optimizer, scheduler, optimizer_info, timings, cache_info, cache_memory,
+    )  # fmt: skip
 
+
+def build_probe(
+    config: RunConfig, task: Task, info: EncoderInfo, layers: ResolvedLayers, encoder: torch.nn.Module | None
+) -> ProbeModel:
+    """The encoder (``None`` when the head reads cached features), the layer combiner and the
+    head. Sentence pairs encoded apart give the head ``[u; v; |u - v|; u * v]``."""
+    pairs_apart = task.inputs_per_window == 2
+    head = build_head(
+        config.head, layers.output_dim(info.hidden_size) * (4 if pairs_apart else 1), task.num_outputs,
+        config.lstm_hidden, config.lstm_layers, config.dropout,
+    )  # fmt: skip
+    frozen = not config.mode.trains_encoder
+    return ProbeModel(encoder, layers, head, frozen_encoder=frozen, pooling=task.pooling, pairs_apart=pairs_apart)
+
+
+def resume_or_start(
+    config: RunConfig, accelerator: Accelerator, checkpoints: Path, task: Task, commit: str
+) -> tuple[TrainingProgress, Path | None]:
+    """The progress to continue from: a checkpoint's with ``--resume`` (chosen once, by the
+    main process, for every process), else a fresh one; and the checkpoint resumed."""
     fingerprint = training_fingerprint(task.labels, task.windows["train"])
     progress = TrainingProgress(fingerprint=fingerprint)
     resumed_from = None
-    if config.resume:  # decided once, by the main process, for every process
+    if config.resume:
         resumed_from = on_main(accelerator, lambda: resume_point(checkpoints, log=logger.warning))
         if resumed_from is not None and not (resumed_from / COMPLETE_FILE).is_file():
             raise CheckpointError(
@@ -401,19 +499,14 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         logger.info(f"resumed from {resumed_from} (epoch {progress.epoch} of {config.epochs} done)")
     elif config.resume:
         logger.info(f"--resume: no checkpoint under {checkpoints}; starting from the beginning")
-    progress.processes.append(_this_process(commit, resumed_from, config))
-    if config.report_to:
-        accelerator.init_trackers(config.run_name(), config=_tracker_config(config))
-    earlier_processes_seconds = progress.wall_seconds
+    progress.processes.append(_this_process(commit, resumed_from))
+    return progress, resumed_from
 
-    def checkpoint_now() -> None:
-        progress.wall_seconds = earlier_processes_seconds + time.perf_counter() - started
-        save_checkpoint(accelerator, checkpoints, progress)
 
-    metric = task.primary_metric
-    loop = _Training(
-        config, accelerator, model, optimizer, scheduler, train_loader, train_sampler, task, progress, checkpoint_now
-    )
+def train_epochs(loop: _Training, dev_loader: DataLoader, batches_per_process: int) -> None:
+    """The epochs still to run: train one, score dev (every ``--eval-every`` epochs and after
+    the last; the best epoch's weights are kept), checkpoint, repeat."""
+    config, accelerator, progress = loop.config, loop.accelerator, loop.progress
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         epoch_started = time.perf_counter()
         loss_sum = _train_epoch(loop, epoch)
@@ -425,88 +518,71 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
                 f"--eval-every {config.eval_every})  ({time.perf_counter() - epoch_started:.0f}s)"
             )
         else:
-            _score_dev(loop, epoch, mean_loss, eval_loaders["validation"], epoch_started)
+            _score_dev(loop, epoch, mean_loss, dev_loader, epoch_started)
         progress.epoch = epoch
         if config.checkpoint and epoch < config.epochs:
-            checkpoint_now()
+            loop.checkpoint_now()
 
-    history, best_epoch = progress.history, progress.best_epoch
-    unwrapped = _unwrap(accelerator, model)
-    final, predicted, test_seconds = _score_best(loop, eval_loaders.get("test"))
-    train_seconds, eval_seconds = progress.train_seconds, progress.eval_seconds + test_seconds
 
-    this_process_seconds = time.perf_counter() - started
-    record: dict[str, object] = {
-        "schema": 1,
-        "name": config.run_name(),
-        "config": config.to_dict(),
-        "encoder": {
-            "path": info.path,
-            "model_type": info.model_type,
-            "num_layers": info.num_layers,
-            "hidden_size": info.hidden_size,
-            "max_length": max_length,
+def run_record(
+    loop: _Training, setup: Setup, final: dict, predicted: dict, seconds: dict[str, float],
+    resumed_from: Path | None, commit: str, peak_memory_is_per_run: bool,
+) -> dict[str, object]:  # fmt: skip
+    """The run's record (:mod:`bertprobe.record`), with its health assessed and any doubt
+    about the result logged."""
+    config, accelerator, progress, task, info = loop.config, loop.accelerator, loop.progress, setup.task, setup.info
+    metric, layers, train_seconds = task.primary_metric, setup.layers, progress.train_seconds
+    record = build_record(
+        name=config.run_name(),
+        config=config.to_dict(),
+        encoder={"path": info.path, "model_type": info.model_type, "num_layers": info.num_layers,
+                 "hidden_size": info.hidden_size, "max_length": setup.max_length},
+        layers={"strategy": layers.name, "indices": list(layers.indices), "combine": layers.combine},
+        learned_layer_weights=_unwrap(accelerator, loop.model).combiner.learned_weights(),
+        task={"name": task.name, "primary_metric": metric, "pooling": task.pooling, "regression": task.is_regression},
+        labels=task.labels,
+        data=task.data_summary(),
+        metrics={"dev": final["validation"], "test": final.get("test")},
+        training={
+            "best_epoch": progress.best_epoch, "history": progress.history,
+            "optimizer_steps_per_epoch": setup.steps_per_epoch,
+            "final_lr": setup.scheduler.get_last_lr()[0],  # 0 when the linear decay ended exactly with training
+            "resumed_from": str(resumed_from) if resumed_from is not None else None,
+            "resumes": progress.resumed_from,  # every checkpoint resumed, oldest first
+            "processes": progress.processes,  # every process that trained it, oldest first
         },
-        "layers": {"strategy": layers.name, "indices": list(layers.indices), "combine": layers.combine},
-        "learned_layer_weights": unwrapped.combiner.learned_weights(),
-        "task": {
-            "name": task.name,
-            "primary_metric": metric,
-            "pooling": task.pooling,
-            "regression": task.is_regression,
-        },
-        "labels": task.labels,
-        "data": task.data_summary(),
-        "metrics": {"dev": final["validation"], "test": final.get("test")},
-        "best_epoch": best_epoch,
-        "history": history,
-        "optimizer_steps_per_epoch": steps_per_epoch,
-        "final_lr": scheduler.get_last_lr()[0],  # 0 when the linear decay ended exactly with training
-        "resumed_from": str(resumed_from) if resumed_from is not None else None,
-        "resumes": progress.resumed_from,  # every checkpoint resumed, oldest first
-        "processes": progress.processes,  # every process that trained it (since checkpoints kept them), oldest first
-        "parameters": parameters,
-        "adaptation": adaptation.summary,
-        "optimizer": optimizer_info,
-        "time": {
-            **timings,
+        parameters=setup.parameters,
+        adaptation=setup.adaptation.summary,
+        optimizer=setup.optimizer_info,
+        time={
+            **setup.timings,
             "train_seconds": train_seconds,
             "train_examples_per_second": len(task.windows["train"]) * config.epochs / max(train_seconds, 1e-9),
-            "eval_seconds": eval_seconds,
+            "eval_seconds": progress.eval_seconds + seconds["test"],
             # every process's wall time: earlier ones up to their last checkpoint, and this one
-            "total_seconds": earlier_processes_seconds + this_process_seconds,
-            "this_process_seconds": this_process_seconds,
+            "total_seconds": seconds["earlier_processes"] + seconds["this_process"],
+            "this_process_seconds": seconds["this_process"],
         },
-        "memory": memory_record(accelerator, cache_memory, peak_memory_is_per_run),
-        "feature_cache": cache_info,
-        "distributed": {
+        memory=memory_record(accelerator, setup.cache_memory, peak_memory_is_per_run),
+        feature_cache=setup.cache_info,
+        distributed={
             "num_processes": accelerator.num_processes,
             "mixed_precision": str(accelerator.mixed_precision),
             "device": str(accelerator.device),
             # the BiLSTM head's recurrence runs outside autocast (see heads.BiLSTMTagger)
             "lstm_dtype": "float32" if config.head == "bilstm" else None,
         },
-        "versions": package_versions(),
-        "machine": machine_description(),
-        "git_commit": commit,
-        "command": command_line(),
-    }
-    if frozen:
-        record["encoder_unchanged"] = weights_digest(encoder) == encoder_digest
+        provenance={"versions": package_versions(), "machine": machine_description(), "git_commit": commit,
+                    "command": command_line()},
+    )  # fmt: skip
+    if setup.encoder_digest is not None:
+        record["encoder_unchanged"] = weights_digest(setup.encoder) == setup.encoder_digest
     record["health"] = assess(
-        history, metric, final["validation"][metric], predicted["validation"],
+        progress.history, metric, final["validation"][metric], predicted["validation"],
         None if task.is_regression else len(task.labels), task.pooling is None,
     )  # fmt: skip
     for reason in record["health"]["reasons"]:
         logger.warning(f"this run's result is suspect: {reason}; the record and tables flag it")
-
-    if accelerator.is_main_process:
-        _write_outputs(loop, record, final, predicted)
-    if config.checkpoint:
-        remove_checkpoints(accelerator, checkpoints)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    _release(accelerator, config)
     return record
 
 
@@ -681,7 +757,7 @@ def _write_outputs(loop: _Training, record: dict[str, object], final: dict, pred
     )
 
 
-def _this_process(commit: str, resumed_from: Path | None, config: RunConfig) -> dict[str, object]:
+def _this_process(commit: str, resumed_from: Path | None) -> dict[str, object]:
     """What a record says of one process that trained the run: a run resumed across sessions
     may span commits, machines and bookkeeping options, and each process names its own."""
     return {

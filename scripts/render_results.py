@@ -64,7 +64,7 @@ def markdown_tables(text: str) -> list[list[str]]:
 
 def render(folder: str, layout: str, results: Path = RESULTS) -> str:
     """What ``bertprobe table results/FOLDER --layout LAYOUT`` prints as Markdown."""
-    from bertprobe.rows import load_records
+    from bertprobe.record import load_records
     from bertprobe.table import LAYOUTS
 
     render_markdown, _ = LAYOUTS[layout]
@@ -139,7 +139,7 @@ def rerender(results: Path, documents: Sequence[Path], rendered: dict[str, tuple
 
 def redraw(results: Path, figures: dict[str, tuple[tuple[str, ...], str]]) -> None:
     from bertprobe.plots import PLOTS
-    from bertprobe.rows import load_records
+    from bertprobe.record import load_records
 
     for name, (folders, kind) in figures.items():
         records = [record for folder in folders for record in load_records(results / folder)]

@@ -156,7 +156,7 @@ TABLE7_HEADING = re.compile(r"^#+ (?:.*: )?Table 7 with MiniLM(?:: in progress, 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_the_table7_heading_counts_the_runs_that_have_landed(document: str):
-    from bertprobe.rows import load_records
+    from bertprobe.record import load_records
     from bertprobe.sweep import expand, load_experiment
 
     headings = TABLE7_HEADING.findall(read(document))

@@ -24,7 +24,8 @@ from bertprobe.formatting import (
     welch_p_value,
 )
 from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic, seed_points
-from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows, load_records, recorded
+from bertprobe.record import load_records, recorded
+from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
 BASE = "bert-base-cased"
