@@ -237,6 +237,11 @@ class RunConfig:
         None, "train on a seeded random subset of this many training examples", TASK, first_release=True,
         sweep_override=True,
     )  # fmt: skip
+    dev_from_train: int | None = option(
+        None, "sentence tasks whose test labels are hidden (GLUE): hold out this many training examples, the same "
+        "ones in every run, as the dev set that picks the best epoch and the tuned settings; the task's own dev set "
+        "is then scored once, as test", TASK,
+    )  # fmt: skip
     train_fraction: float | None = option(
         None, "train on a seeded random fraction (0, 1] of the training set; nested as it grows", TASK
     )
@@ -344,7 +349,7 @@ class RunConfig:
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-        for name in ("max_train_examples", "cpu_threads"):
+        for name in ("max_train_examples", "cpu_threads", "dev_from_train"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -385,6 +390,11 @@ class RunConfig:
             raise ConfigError(
                 f"--text-columns {self.text_columns!r} must name one column (single sentences) or two, separated by a "
                 "comma (sentence pairs)"
+            )
+        if is_tagging(self.task) and self.dev_from_train is not None:
+            raise ConfigError(
+                f"--dev-from-train applies to sentence tasks whose test labels are hidden; {self.task} has a labelled "
+                "test set"
             )
         if is_tagging(self.task) and self.pooling != "first":
             raise ConfigError(

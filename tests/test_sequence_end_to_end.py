@@ -222,3 +222,71 @@ def test_separate_encoding_of_a_single_sentence_task_is_refused(tiny_model_dir, 
     config = sequence_config(tiny_model_dir, classification_files, tmp_path, mode="feature", pair_encoding="separate")
     with pytest.raises(ConfigError, match="--pair-encoding separate applies to sentence-pair tasks; custom has one"):
         run(config)
+
+
+def small_corpus(train: int = 10, dev: int = 4, test: int = 0):
+    from bertprobe.tasks.sequence import SequenceCorpus, SequenceExample, SequenceSplit
+
+    def split(name: str, size: int) -> SequenceSplit:
+        return SequenceSplit(
+            name, [SequenceExample(f"{name} {i}", None, "a", f"{name}.tsv:{i + 2}") for i in range(size)]
+        )
+
+    splits = {"train": split("train", train), "validation": split("validation", dev)}
+    if test:
+        splits["test"] = split("test", test)
+    return SequenceCorpus(splits, "toy/", is_regression=False, label_list=["a"])
+
+
+def test_dev_held_out_of_train_is_fixed_and_the_tasks_dev_becomes_test():
+    from bertprobe.tasks.sequence import hold_out_dev
+
+    corpus = small_corpus()
+    held = hold_out_dev(corpus, 3)
+    texts = {name: [example.text_a for example in split.examples] for name, split in held.splits.items()}
+    assert len(texts["validation"]) == 3 and len(texts["train"]) == 7
+    assert set(texts["validation"]) | set(texts["train"]) == {f"train {i}" for i in range(10)}  # a partition
+    assert texts["test"] == [f"validation {i}" for i in range(4)]  # the task's own dev, scored once as test
+    assert hold_out_dev(corpus, 3).splits["validation"].examples == held.splits["validation"].examples  # fixed
+    assert held.dev_from_train == 3 and corpus.dev_from_train is None  # the corpus given is left alone
+
+
+@pytest.mark.parametrize(
+    ("corpus_sizes", "size", "message"),
+    [
+        ({}, 10, r"--dev-from-train 10 must leave training examples: toy/ has 10 \(give 1..9\)"),
+        ({"test": 2}, 3, "--dev-from-train is for tasks without a labelled test set; toy/ has one"),
+    ],
+)
+def test_dev_held_out_of_train_refuses_what_cannot_work(corpus_sizes, size, message):
+    from bertprobe.tasks.sequence import hold_out_dev
+
+    with pytest.raises(ConfigError, match=message):
+        hold_out_dev(small_corpus(**corpus_sizes), size)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"task": "conll2003", "dev_from_train": 100}, "--dev-from-train applies to sentence tasks whose test labels"),
+        ({"task": "sst2", "dev_from_train": 0}, "--dev-from-train must be at least 1, got 0"),
+    ],
+)
+def test_dev_from_train_options_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**options).resolved()
+
+
+@pytest.mark.slow
+def test_a_run_with_dev_from_train_chooses_on_held_out_examples_and_reports_the_tasks_dev_as_test(
+    tiny_model_dir, classification_files, tmp_path
+):
+    record = run(
+        sequence_config(
+            tiny_model_dir, classification_files, tmp_path, mode="finetune", lr=1e-3, epochs=8, dev_from_train=40,
+            train_fraction=0.8,
+        )
+    )  # fmt: skip
+    assert record["data"]["examples"] == {"train": 160, "validation": 40, "test": 60}
+    assert record["data"]["examples_trained"] == 128 and record["data"]["dev_from_train"] == 40
+    assert record["metrics"]["test"]["accuracy"] > 0.8 and record["metrics"]["dev"]["accuracy"] > 0.8

@@ -49,7 +49,7 @@ def load_task(config, tokenizer, max_length: int) -> Task:
         )
 
     from bertprobe.tasks.classification import SequenceTask
-    from bertprobe.tasks.sequence import load_custom, load_glue_dir, load_glue_hub
+    from bertprobe.tasks.sequence import hold_out_dev, load_custom, load_glue_dir, load_glue_hub
 
     if config.task == "custom":
         if not (config.train_file and config.validation_file and config.text_columns and config.label_column):
@@ -68,6 +68,8 @@ def load_task(config, tokenizer, max_length: int) -> Task:
         spec = GLUE_TASKS[config.task]
         corpus = load_glue_dir(config.task, config.data_dir) if config.data_dir else load_glue_hub(config.task)
         primary, positive = GLUE_PRIMARY[config.task], spec.positive_label
+    if config.dev_from_train is not None:
+        corpus = hold_out_dev(corpus, config.dev_from_train)
     return SequenceTask(
         config.task, corpus, tokenizer, max_length, config.pooling, primary, positive,
         config.max_train_examples, config.seed, config.train_fraction, config.pair_encoding,

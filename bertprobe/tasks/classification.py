@@ -137,6 +137,8 @@ class SequenceTask(Task):
         return {
             "source": self.corpus.source,
             "examples": {split: len(s.examples) for split, s in self.corpus.splits.items()},
+            # with --dev-from-train: dev was held out of train, test is the task's own dev set
+            "dev_from_train": self.corpus.dev_from_train,
             "examples_trained": len(self.windows["train"]),
             "truncated": self.truncated,
             "empty_texts": self.empty_texts,

@@ -63,6 +63,8 @@ class SequenceCorpus:
     is_regression: bool
     #: Class names in label-id order; empty for regression.
     label_list: list[str]
+    #: Training examples held out as dev (:func:`hold_out_dev`); the task's own dev is then test.
+    dev_from_train: int | None = None
 
     def empty_texts(self) -> dict[str, list[str]]:
         """Per split, where (``file:line``) each example with an empty or blank text is (either
@@ -437,6 +439,40 @@ def _to_str_example(example: SequenceExample) -> SequenceExample:
 
 
 # --------------------------------------------------------------------------- GLUE
+
+
+#: The seed that picks the training examples held out as dev (``--dev-from-train``): fixed,
+#: so that every run and every tuning trial is chosen on the same examples.
+HOLDOUT_SEED = 0
+
+
+def hold_out_dev(corpus: SequenceCorpus, size: int) -> SequenceCorpus:
+    """The corpus with ``size`` training examples (a fixed seeded choice, :data:`HOLDOUT_SEED`)
+    as its dev split and its own dev split as test: for tasks whose test labels are hidden
+    (GLUE), so that epochs and hyper-parameters are chosen on examples the reported score
+    never saw. The held-out examples leave the training split."""
+    import random
+
+    from bertprobe.config import ConfigError
+
+    if corpus.splits.get("test") and len(corpus.splits["test"]):
+        raise ConfigError(
+            f"--dev-from-train is for tasks without a labelled test set; {corpus.source} has one: keep its dev "
+            "set for choosing and its test set for reporting"
+        )
+    train = corpus.splits["train"].examples
+    if not 1 <= size < len(train):
+        raise ConfigError(
+            f"--dev-from-train {size} must leave training examples: {corpus.source} has {len(train)} (give 1.."
+            f"{len(train) - 1})"
+        )
+    held_out = set(random.Random(HOLDOUT_SEED).sample(range(len(train)), size))
+    splits = {
+        "train": SequenceSplit("train", [example for index, example in enumerate(train) if index not in held_out]),
+        "validation": SequenceSplit("validation", [train[index] for index in sorted(held_out)]),
+        "test": SequenceSplit("test", list(corpus.splits["validation"].examples)),
+    }
+    return replace(corpus, splits=splits, dev_from_train=size)
 
 
 @dataclass(frozen=True)
