@@ -43,6 +43,7 @@ def option(
     sweep_override: bool = False,
     applies_when: dict[str, tuple[object, ...]] | None = None,
     default_factory: object = None,
+    record_default: object = None,
 ) -> object:
     """A :class:`RunConfig` field with everything the code knows about the option beside it.
 
@@ -57,11 +58,14 @@ def option(
     * ``sweep_override``: ``bertprobe sweep`` accepts it to override every run of a file.
     * ``applies_when``: the option acts only when these other options have these values
       (``None`` standing for their default); elsewhere it never splits a row.
+    * ``record_default``: what a record without the option ran with, where that is not
+      ``default`` (an option whose default came to depend on others).
     """
     assert group in GROUPS, group
     metadata = {
         "help": help, "group": group, "first_release": first_release, "bookkeeping": bookkeeping,
         "task_identity": task_identity, "sweep_override": sweep_override, "applies_when": applies_when or {},
+        "record_default": default if record_default is None else record_default,
     }  # fmt: skip
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)  # type: ignore[arg-type]
@@ -138,9 +142,10 @@ class RunConfig:
         "sentence", "tagging tasks: sentence (each sentence alone) or document (as much of its document as fits "
         "around it)", TASK, first_release=True, sweep_override=True,
     )  # fmt: skip
-    pooling: str = option(
-        "first", "sentence tasks: first (the [CLS] token) or mean (over tokens) of the chosen layers", TASK,
-        first_release=True,
+    pooling: str | None = option(
+        None, "sentence tasks: first (the [CLS] token) or mean (over tokens) of the chosen layers (default: mean for "
+        "--mode feature, whose frozen [CLS] was never trained to sum up a sentence; first when the encoder trains, "
+        "as in the BERT paper)", TASK, first_release=True, record_default="first",
     )  # fmt: skip
     pair_encoding: str = option(
         "joint", "sentence pairs, --mode feature: joint (one input, [CLS] a [SEP] b [SEP]) or separate (each "
@@ -307,6 +312,9 @@ class RunConfig:
         """Fill the mode-dependent defaults and validate every option (no model is loaded)."""
         from bertprobe.tasks import is_tagging
 
+        if self.pooling is None:  # a frozen [CLS] was never trained to sum up a sentence; the mean reads every token
+            frozen_sentence_task = not is_tagging(self.task) and not self.mode.trains_encoder
+            return replace(self, pooling="mean" if frozen_sentence_task else "first").resolved()
         self._check_choices()
         LayerSpec.parse(self.layers)
         for spec in self.cache_layer_specs():
@@ -554,7 +562,9 @@ OPTION_CONDITIONS: dict[str, dict[str, tuple[object, ...]]] = {
 #: The value a record without an option ran with: its default (records written before an
 #: option existed lack it). Options whose default is unset (``None``) are left out.
 RECORD_DEFAULTS: dict[str, object] = {
-    f.name: (f.default.value if isinstance(f.default, Mode) else f.default)
+    f.name: str(f.metadata["record_default"])
+    if isinstance(f.metadata["record_default"], Mode)
+    else f.metadata["record_default"]
     for f in fields(RunConfig)
-    if not f.metadata["bookkeeping"] and f.default is not None and not callable(f.default)
+    if not f.metadata["bookkeeping"] and f.metadata["record_default"] is not None
 }

@@ -187,3 +187,13 @@ print("no torch")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Concat last four hidden" in result.stdout and result.stdout.rstrip().endswith("no torch")
+
+
+def test_frozen_sentence_tasks_pool_by_the_mean_unless_told_otherwise():
+    assert RunConfig(task="sst2", mode="feature").resolved().pooling == "mean"
+    assert RunConfig(task="sst2", mode="finetune").resolved().pooling == "first"  # [CLS], as the paper fine-tunes
+    assert RunConfig(task="sst2", mode="lora").resolved().pooling == "first"
+    assert RunConfig(task="conll2003", mode="feature").resolved().pooling == "first"  # words: their first piece
+    assert RunConfig(task="sst2", mode="feature", pooling="first").resolved().pooling == "first"
+    assert RECORD_DEFAULTS["pooling"] == "first"  # what records written before the option ran with
+    assert "(default: mean for --mode feature" in " ".join(build_parser().format_help().split())
