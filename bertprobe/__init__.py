@@ -4,7 +4,8 @@ The Python API (the command line is a thin layer over it)::
 
     import bertprobe
 
-    record = bertprobe.run(bertprobe.RunConfig(mode="feature", layers="last4concat", data_dir="conll2003/"))
+    result = bertprobe.run(bertprobe.RunConfig(mode="feature", layers="last4concat", data_dir="conll2003/"),
+                           keep_model=True)                 # the record (a dict) and result.model
     records = bertprobe.load_records("results/runs")        # list of dicts, or a DataFrame:
     frame = bertprobe.records_frame("results/runs")         # needs pandas
     probe = bertprobe.Probe("bert-base-cased", labels=["O", "B-PER"], mode="feature")  # an nn.Module

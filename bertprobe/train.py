@@ -260,8 +260,25 @@ def cached_inputs(config, task, layers, encoder, encoder_digest, tokenizer, info
     return inputs, info_out
 
 
-def run(config: RunConfig) -> dict[str, object]:
-    """Train and evaluate one configuration; return (and on the main process write) its record.
+class RunResult(dict):
+    """What :func:`run` returns: the run's record (this dict, as written to disk) and, where
+    ``run(config, keep_model=True)`` asked for it, ``model``: the trained probe with the best
+    dev epoch's weights, unwrapped, on the CPU, in eval mode; it takes the tokenizer's batch
+    (``input_ids``, ``attention_mask``, ``word_positions``, ``word_mask``) whatever the mode,
+    the frozen encoder included where the head trained on cached features."""
+
+    def __init__(self, record: dict[str, object], model: ProbeModel | None = None) -> None:
+        super().__init__(record)
+        self.model = model
+
+    @property
+    def record(self) -> dict[str, object]:
+        return dict(self)
+
+
+def run(config: RunConfig, keep_model: bool = False) -> RunResult:
+    """Train and evaluate one configuration; return (and on the main process write) its
+    record, with the trained model where ``keep_model`` asks for it (:class:`RunResult`).
 
     With checkpoints on, the main process holds the run's lock throughout (:func:`run_lock`):
     a second run of the same configuration into the same folder stops at once.
@@ -269,6 +286,8 @@ def run(config: RunConfig) -> dict[str, object]:
     from accelerate import PartialState
 
     config = config.resolved()
+    if keep_model and config.pair_encoding == "separate":
+        raise ConfigError("keep_model: a head on sentence pairs encoded apart reads cached features only")
     checkpoints = checkpoint_root(config.output_dir, config.run_name())
     refuse_sharding(os.environ)
     check_writable(config.output_dir, "--output-dir")  # before any model loads, not after training
@@ -280,7 +299,7 @@ def run(config: RunConfig) -> dict[str, object]:
     made_here = [folder for folder in (Path(config.output_dir), checkpoints.parent) if not folder.exists()]
     try:
         with run_lock(checkpoints) if holds_lock else contextlib.nullcontext():
-            return _run(config, checkpoints)
+            return _run(config, checkpoints, keep_model)
     finally:  # a run that stops early leaves no empty folders (nor its lock) behind
         for folder in reversed(made_here):
             if holds_lock and folder.is_dir() and not any(folder.iterdir()):
@@ -313,7 +332,7 @@ class Setup:
     cache_memory: dict[str, int] | None = None
 
 
-def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
+def _run(config: RunConfig, checkpoints: Path, keep_model: bool = False) -> RunResult:
     started = time.perf_counter()
     accelerator = start_accelerator(config)
     peak_memory_is_per_run = reset_peak_memory(accelerator.device.type)
@@ -344,6 +363,7 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
         "this_process": time.perf_counter() - started,
     }
     record = run_record(loop, setup, final, predicted, seconds, resumed_from, commit, peak_memory_is_per_run)
+    kept = trained_model(loop, setup) if keep_model else None
     if accelerator.is_main_process:
         _write_outputs(loop, record, final, predicted)
     if config.checkpoint:
@@ -351,7 +371,22 @@ def _run(config: RunConfig, checkpoints: Path) -> dict[str, object]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     _release(accelerator, config)
-    return record
+    return RunResult(record, kept)
+
+
+def trained_model(loop: _Training, setup: Setup) -> ProbeModel:
+    """The trained probe, unwrapped, on the CPU, in eval mode, with the best dev epoch's
+    weights (:func:`_score_best` put them back). A head trained on cached features gets the
+    frozen encoder back, so that the model reads text like every other."""
+    model = _unwrap(loop.accelerator, loop.model)
+    if model.encoder is None:
+        frozen = ProbeModel(
+            setup.encoder, setup.layers, model.head, frozen_encoder=True, pooling=model.pooling,
+            pairs_apart=model.pairs_apart,
+        )  # fmt: skip
+        frozen.combiner = model.combiner
+        model = frozen
+    return model.to("cpu").eval()
 
 
 def start_accelerator(config: RunConfig) -> Accelerator:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from test_end_to_end import cli, toy_config
 
 import bertprobe
@@ -104,3 +106,33 @@ def test_extract_features_equals_the_hidden_states_and_reads_the_cache_the_secon
     assert [p.shape for p in pooled] == [(1, 1, 32), (1, 1, 32)]
     with pytest.raises(ValueError, match="texts need pooling 'first' or 'mean'"):
         bertprobe.extract_features(str(tiny_model_dir), ["john"], cache_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["feature", "finetune"])
+def test_run_keeps_the_trained_model_where_asked_and_it_scores_as_the_record_says(
+    mode, tiny_model_dir, toy_data_dir, tmp_path
+):
+    """``run(config, keep_model=True).model`` reads the tokenizer's batch in every mode (the
+    frozen encoder is put back under a head trained on cached features) and, with the best
+    dev epoch's weights, scores dev exactly as the record does."""
+    from bertprobe.batching import WindowCollator, WindowDataset
+    from bertprobe.encoder import load_tokenizer
+    from bertprobe.model import ProbeModel
+    from bertprobe.tasks import load_task
+
+    config = toy_config(tiny_model_dir, toy_data_dir, tmp_path, mode=mode, layers="last", epochs=2, lr=1e-3)
+    result = bertprobe.run(config, keep_model=True)
+    assert isinstance(result.model, ProbeModel) and result.model.encoder is not None and not result.model.training
+    assert result.record == json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    task = load_task(config.resolved(), tokenizer, 64)
+    windows = task.windows["validation"]
+    dataset = WindowDataset(windows)
+    batch = WindowCollator(tokenizer.pad_token_id)([dataset[index] for index in range(len(dataset))])
+    with torch.inference_mode():
+        predicted = result.model(batch).argmax(-1).masked_fill(~batch["word_mask"], -100)
+    scores, _ = task.score("validation", batch["window_index"], predicted)
+    assert scores["f1"] == pytest.approx(result["metrics"]["dev"]["f1"], abs=1e-9)
+    assert bertprobe.run(replace(config, seed=4)).model is None  # not asked: no model kept
