@@ -44,6 +44,7 @@ def option(
     applies_when: dict[str, tuple[object, ...]] | None = None,
     default_factory: object = None,
     record_default: object = None,
+    tunable: bool = False,
 ) -> object:
     """A :class:`RunConfig` field with everything the code knows about the option beside it.
 
@@ -60,12 +61,15 @@ def option(
       (``None`` standing for their default); elsewhere it never splits a row.
     * ``record_default``: what a record without the option ran with, where that is not
       ``default`` (an option whose default came to depend on others).
+    * ``tunable``: a hyper-parameter a tuning searches; the settings of a tuned system's
+      winner are its method, not another row (:func:`bertprobe.rows.row_settings`).
     """
     assert group in GROUPS, group
     metadata = {
         "help": help, "group": group, "first_release": first_release, "bookkeeping": bookkeeping,
         "task_identity": task_identity, "sweep_override": sweep_override, "applies_when": applies_when or {},
         "record_default": default if record_default is None else record_default,
+        "tunable": tunable,
     }  # fmt: skip
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)  # type: ignore[arg-type]
@@ -178,18 +182,22 @@ class RunConfig:
     )  # fmt: skip
     lstm_hidden: int = option(
         768, "--head bilstm: units per direction", MODEL, first_release=True, sweep_override=True,
-        applies_when=BILSTM,
+        applies_when=BILSTM, tunable=True,
     )  # fmt: skip
-    lstm_layers: int = option(2, "--head bilstm: stacked BiLSTM layers", MODEL, first_release=True, applies_when=BILSTM)
-    dropout: float = option(
-        0.1, "dropout in the head (on its input, and between BiLSTM layers)", MODEL, first_release=True
+    lstm_layers: int = option(
+        2, "--head bilstm: stacked BiLSTM layers", MODEL, first_release=True, applies_when=BILSTM, tunable=True
     )
-    epochs: int = option(3, "training epochs", TRAINING, first_release=True, sweep_override=True)
+    dropout: float = option(
+        0.1, "dropout in the head (on its input, and between BiLSTM layers)", MODEL, first_release=True, tunable=True
+    )
+    epochs: int = option(3, "training epochs", TRAINING, first_release=True, sweep_override=True, tunable=True)
     lr: float | None = option(
         None, "peak learning rate (default: " + ", ".join(f"{mode.default_lr} {mode}" for mode in Mode) + ")",
-        TRAINING, first_release=True,
+        TRAINING, first_release=True, tunable=True,
     )  # fmt: skip
-    batch_size: int = option(32, "training examples (windows) per batch and process", TRAINING, first_release=True)
+    batch_size: int = option(
+        32, "training examples (windows) per batch and process", TRAINING, first_release=True, tunable=True
+    )
     eval_batch_size: int = option(
         64, "examples per batch when scoring dev and test", TRAINING, first_release=True, sweep_override=True
     )
@@ -198,14 +206,18 @@ class RunConfig:
         TRAINING,
     )  # fmt: skip
     weight_decay: float = option(
-        0.01, "weight decay (never on biases, norm weights or the layer mix)", TRAINING, first_release=True
+        0.01,
+        "weight decay (never on biases, norm weights or the layer mix)",
+        TRAINING,
+        first_release=True,
+        tunable=True,
     )
     warmup_fraction: float = option(
         0.1, "fraction of the steps over which the learning rate rises linearly from 0 (then falls linearly to 0)",
-        TRAINING, first_release=True,
+        TRAINING, first_release=True, tunable=True,
     )  # fmt: skip
     max_grad_norm: float = option(
-        1.0, "clip the gradients' global norm to this (0: no clipping)", TRAINING, first_release=True
+        1.0, "clip the gradients' global norm to this (0: no clipping)", TRAINING, first_release=True, tunable=True
     )
     freeze_layers: int | None = option(
         None, "--mode partial: freeze the embeddings and this many lowest Transformer layers (0..L)", MODEL,
@@ -213,25 +225,37 @@ class RunConfig:
     )  # fmt: skip
     lora_rank: int = option(
         8, "--mode lora: rank r of each adapter (r * (in + out) weights per adapted Linear)", MODEL,
-        applies_when=LORA_ONLY,
+        applies_when=LORA_ONLY, tunable=True,
     )  # fmt: skip
     lora_alpha: float = option(
-        16.0, "--mode lora: adapter scale alpha (the update is alpha / r * B A x)", MODEL, applies_when=LORA_ONLY
+        16.0,
+        "--mode lora: adapter scale alpha (the update is alpha / r * B A x)",
+        MODEL,
+        applies_when=LORA_ONLY,
+        tunable=True,
     )
-    lora_dropout: float = option(0.1, "--mode lora: dropout on the adapters' input", MODEL, applies_when=LORA_ONLY)
+    lora_dropout: float = option(
+        0.1, "--mode lora: dropout on the adapters' input", MODEL, applies_when=LORA_ONLY, tunable=True
+    )
     lora_target_modules: str | None = option(
         None, "--mode lora: comma-separated names of the Linear modules to adapt (default: the attention query "
         "and value projections: query,value for BERT, q_lin,v_lin for DistilBERT, query_proj,value_proj for "
         "DeBERTa)", MODEL, applies_when=LORA_ONLY,
     )  # fmt: skip
-    encoder_lr: float | None = option(None, "peak learning rate of the encoder's weights (default: --lr)", TRAINING)
-    head_lr: float | None = option(None, "peak learning rate of the head and layer mix (default: --lr)", TRAINING)
+    encoder_lr: float | None = option(
+        None, "peak learning rate of the encoder's weights (default: --lr)", TRAINING, tunable=True
+    )
+    head_lr: float | None = option(
+        None, "peak learning rate of the head and layer mix (default: --lr)", TRAINING, tunable=True
+    )
     layer_lr_decay: float = option(
         1.0, "layer-wise learning-rate decay d: layer i of L trains at encoder-lr * d^(L-i), the embeddings at "
-        "encoder-lr * d^L (1 = off)", TRAINING,
+        "encoder-lr * d^L (1 = off)", TRAINING, tunable=True,
     )  # fmt: skip
     optimizer: str = option("adamw", " | ".join(OPTIMIZERS), TRAINING)
-    momentum: float = option(0.9, "--optimizer sgd: momentum", TRAINING, applies_when={"optimizer": ("sgd",)})
+    momentum: float = option(
+        0.9, "--optimizer sgd: momentum", TRAINING, applies_when={"optimizer": ("sgd",)}, tunable=True
+    )
     seed: int = option(
         42,
         "seed of the head's initialisation, the training subset, the batch order and dropout",
@@ -551,6 +575,8 @@ def _options(flag: str) -> frozenset[str]:
 FIRST_RELEASE_OPTIONS = _options("first_release")
 #: Options that cannot change what a run measures: out of its name, never a row of a table.
 BOOKKEEPING_OPTIONS = _options("bookkeeping")
+#: Hyper-parameters a tuning searches (see :func:`option`).
+TUNABLE_OPTIONS = _options("tunable")
 #: Options that say which task and data a run used.
 TASK_IDENTITY_OPTIONS = _options("task_identity")
 #: Options ``bertprobe sweep`` lets the command line override for every run of a file.

@@ -31,7 +31,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bertprobe.config import BOOKKEEPING_OPTIONS, OPTION_CONDITIONS, RECORD_DEFAULTS, RETIRED_OPTIONS
+from bertprobe.config import (
+    BOOKKEEPING_OPTIONS,
+    OPTION_CONDITIONS,
+    RECORD_DEFAULTS,
+    RETIRED_OPTIONS,
+    TUNABLE_OPTIONS,
+)
 from bertprobe.formatting import difference_of_means, finite, mean_or_none, plain, sample_std, welch_p_value
 from bertprobe.layer_spec import NAMED_STRATEGIES
 from bertprobe.modes import Mode
@@ -56,6 +62,10 @@ PARTIAL_PREFIX = "partial:"
 #: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too,
 #: and options that no longer exist.
 IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | RETIRED_OPTIONS | {"seed"}
+
+#: The tag of a tuned system's final runs (``bertprobe tune --final``): their hyper-parameters
+#: are the tuning's choice, so a tuned row is the system, "(tuned)", whatever it chose.
+TUNED_TAG = "tuned"
 
 #: The paper's Table 7 rows in the paper's order: system key -> display name.
 SYSTEM_NAMES: dict[str, str] = {
@@ -184,8 +194,13 @@ class Row:
     label_settings: str = ""
 
     @property
+    def tuned(self) -> bool:
+        return bool(self.settings.get(TUNED_TAG))
+
+    @property
     def name(self) -> str:
-        return system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
+        name = system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
+        return f"{name} (tuned)" if self.tuned else name
 
     @property
     def label(self) -> str:
@@ -344,6 +359,8 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
     system = system_key(record) if system is None else system
     skipped = set(IGNORED_CONFIG_KEYS) | set(ignore)
     values = {**RECORD_DEFAULTS, **config}
+    if is_tuned(record):  # the tuning chose these: one row per tuned system, never split by its choice
+        skipped |= TUNABLE_OPTIONS
     for key, conditions in OPTION_CONDITIONS.items():
         if any(values.get(other) not in allowed for other, allowed in conditions.items()):
             skipped.add(key)  # e.g. LoRA's rank in a fine-tuning row, momentum beside AdamW
@@ -352,7 +369,14 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
         settings.pop("layers", None)  # the encoder-training modes always use the last layer, whatever --layers says
     elif "layers" not in skipped:
         settings["layers"] = system  # a spelled-out named strategy joins the named row
+    if is_tuned(record):
+        settings[TUNED_TAG] = True  # never in one row with untuned runs of the system
     return settings
+
+
+def is_tuned(record: Record) -> bool:
+    """Whether the record is a final run of a tuned system (``bertprobe tune --final``)."""
+    return TUNED_TAG in (record_config(record).get("tags") or ())
 
 
 def _order(row: Row) -> tuple[tuple[int, int, str], float, tuple[float, float], list[str | float]]:
@@ -478,10 +502,10 @@ def differing_labels(settings: Sequence[dict[str, object]], skip: Iterable[str] 
 def _label_settings(rows: list[Row]) -> None:
     """Rows of one system that differ in a setting are labelled with the differing values
     (LoRA's rank is in its name already)."""
-    by_system: dict[str, list[Row]] = {}
+    by_system: dict[tuple[str, bool], list[Row]] = {}
     for row in rows:
-        by_system.setdefault(row.system, []).append(row)
-    for system, same in by_system.items():
+        by_system.setdefault((row.system, row.tuned), []).append(row)
+    for (system, _), same in by_system.items():
         if len(same) < 2:
             continue
         skip = ("lora_rank",) if system == LORA else ()

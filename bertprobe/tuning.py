@@ -39,6 +39,7 @@ from filelock import FileLock
 
 from bertprobe.config import ConfigError, RunConfig, find_record
 from bertprobe.modes import Mode
+from bertprobe.rows import TUNED_TAG
 from bertprobe.sweep import load_yaml_mapping
 
 TUNING_KEYS = {"name", "description", "base", "trials", "sampling_seed", "final_seeds", "systems"}
@@ -164,7 +165,7 @@ def trial_config(tuning: dict[str, object], system: System, settings: dict[str, 
         values["seed"] = seed
     output = Path(str(values.get("output_dir", RunConfig.output_dir)))
     values["output_dir"] = str(output / folder)
-    values["tags"] = (str(tuning.get("name", "tune")), system.name)
+    values["tags"] = (str(tuning.get("name", "tune")), system.name, *((TUNED_TAG,) if seed is not None else ()))
     return RunConfig.from_dict(values).resolved()
 
 

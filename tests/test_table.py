@@ -684,3 +684,29 @@ def test_the_figure_skips_nan_scores(tmp_path: Path):
     assert [row.dev_f1 for row in rows] == [pytest.approx([90.0, 94.0]), [], pytest.approx([88.0, 86.0])]
     data = plot_table7(nan_and_empty_records(), tmp_path / "table7.png").read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_tuned_system_is_one_row_of_its_own_whatever_its_winners_chose():
+    """Final runs of a tuning (tagged ``tuned``) group by system alone: the winner's lr or
+    epochs are the tuning's choice, not another row. They never share a row with untuned
+    runs of the system, and their rows say "(tuned)"."""
+    from bertprobe.plots import learning_curves
+
+    tuned = [
+        make_record(seed=seed, lr=lr, epochs=epochs, train_fraction=fraction, dev_f1=f1, tags=["t", "ft", "tuned"])
+        for fraction, lr, epochs, f1s in ((0.01, 2e-4, 20, (0.60, 0.62)), (0.1, 1e-4, 10, (0.80, 0.82)))
+        for seed, f1 in zip((1, 2), f1s, strict=True)
+    ]  # fmt: skip
+    untuned = [make_record(seed=seed, train_fraction=fraction) for fraction in (0.01, 0.1) for seed in (1, 2)]
+    [rows] = group_rows(tuned + untuned).values()
+    assert sorted((row.label, len(row.records)) for row in rows) == [
+        ("Fine-tuning (train_fraction=0.01)", 2),
+        ("Fine-tuning (train_fraction=0.1)", 2),
+        ("Fine-tuning (tuned) (train_fraction=0.01)", 2),
+        ("Fine-tuning (tuned) (train_fraction=0.1)", 2),
+    ]
+    curves = {
+        curve.label: [(point.x, round(point.mean, 6)) for point in curve.points]
+        for curve in learning_curves(tuned + untuned)
+    }
+    assert curves == {"Fine-tuning (tuned)": [(0.01, 61.0), (0.1, 81.0)], "Fine-tuning": [(0.01, 90.0), (0.1, 90.0)]}

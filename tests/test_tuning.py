@@ -170,6 +170,9 @@ def test_finals_rerun_the_best_dev_trial_and_the_report_shows_the_budget(tiny_mo
     finals = [json.loads(p.read_text()) for p in (tmp_path / "out" / "final").glob("*.json")]
     assert sorted(r["config"]["seed"] for r in finals) == [1, 2]
     assert {r["config"]["lr"] for r in finals} == {by_dev[1]["lr"]}  # the best on dev, whatever test says
+    assert all("tuned" in r["config"]["tags"] for r in finals)  # rows of their own: "Fine-tuning (tuned)"
+    trial_tags = [json.loads(p.read_text())["config"]["tags"] for p in (tmp_path / "out" / "trials").glob("*.json")]
+    assert trial_tags and not any("tuned" in tags for tags in trial_tags)
 
     [summary] = summarize(tuning)
     assert summary.best_index == by_dev[0] and len(summary.final_dev) == 2
