@@ -19,7 +19,7 @@ POOLING_MODES = ("first", "mean")
 #: sentence encoded alone (u, v), the head reads [u; v; |u - v|; u * v], as SentEval does.
 PAIR_ENCODINGS = ("joint", "separate")
 #: The task heads (built in :mod:`bertprobe.heads`, which checks it builds exactly these).
-HEADS = ("linear", "bilstm")
+HEADS = ("linear", "bilstm", "cosine")
 OPTIMIZERS = ("adamw", "sgd")
 PEFT_MISSING = "--mode lora needs the peft package: pip install peft (or pip install 'bertprobe[lora]')"
 MIXED_PRECISION = (None, "no", "fp16", "bf16")  # None: whatever `accelerate launch` says
@@ -336,6 +336,8 @@ class RunConfig:
         """Fill the mode-dependent defaults and validate every option (no model is loaded)."""
         from bertprobe.tasks import is_tagging
 
+        if self.mode is Mode.COSINE and self.pair_encoding != "separate":  # a cosine compares two vectors
+            return replace(self, pair_encoding="separate").resolved()
         if self.pooling is None:  # a frozen [CLS] was never trained to sum up a sentence; the mean reads every token
             frozen_sentence_task = not is_tagging(self.task) and not self.mode.trains_encoder
             return replace(self, pooling="mean" if frozen_sentence_task else "first").resolved()
@@ -343,7 +345,7 @@ class RunConfig:
         LayerSpec.parse(self.layers)
         for spec in self.cache_layer_specs():
             LayerSpec.parse(spec)
-        head = self.head or (self.mode.default_tagging_head if is_tagging(self.task) else "linear")
+        head = self.head or self.mode.default_head(is_tagging(self.task))
         if head not in HEADS:
             raise ConfigError(f"--head {head!r} is not one of {', '.join(HEADS)}")
         self._check_counts()
@@ -433,6 +435,7 @@ class RunConfig:
                 f"--pooling {self.pooling} applies to sentence tasks; {self.task} tags words, each read at its first "
                 "sub-token"
             )
+        self._check_cosine()
         if self.pair_encoding == "separate" and not (self.mode.uses_cache and self.feature_cache):
             raise ConfigError(
                 "--pair-encoding separate encodes each sentence of a pair apart with the frozen encoder: it needs "
@@ -441,6 +444,27 @@ class RunConfig:
         if not self.mode.reads_layers and self.layers != "last":
             raise ConfigError(
                 f"--layers applies to --mode feature only: --mode {self.mode} puts its head on the last layer"
+            )
+
+    def _check_cosine(self) -> None:
+        """--mode cosine trains nothing: it needs sentence pairs, the cache and a fixed mix of
+        layers; the cosine "head" belongs to it alone."""
+        from bertprobe.tasks import is_tagging
+
+        if (self.head == "cosine") != (self.mode is Mode.COSINE) and self.head is not None:
+            raise ConfigError("--head cosine belongs to --mode cosine (which scores pairs and trains nothing)")
+        if self.mode is not Mode.COSINE:
+            return
+        if is_tagging(self.task):
+            raise ConfigError(f"--mode cosine scores sentence pairs; {self.task} tags words")
+        if not self.feature_cache:
+            raise ConfigError(
+                "--mode cosine reads each sentence's vector from the feature cache: drop --no-feature-cache"
+            )
+        if LayerSpec.parse(self.layers).combine == "weighted":
+            raise ConfigError(
+                f"--layers {self.layers} learns its mix of layers, and --mode cosine trains nothing: give a fixed "
+                "combination (a layer, concat, sum or mean)"
             )
 
     def _check_adaptation(self) -> None:
@@ -484,7 +508,7 @@ class RunConfig:
             raise ConfigError("--momentum must be in [0, 1)")
         if not self.mode.trains_encoder and (self.encoder_lr is not None or self.layer_lr_decay != 1.0):
             option = "--encoder-lr" if self.encoder_lr is not None else "--layer-lr-decay"
-            raise ConfigError(f"{option} has no effect in --mode feature: the encoder is frozen (use --head-lr)")
+            raise ConfigError(f"{option} has no effect in --mode {self.mode}: the encoder is frozen (use --head-lr)")
 
     def text_column_names(self) -> list[str]:
         """The names of ``--text-columns`` (one, or two for sentence pairs)."""

@@ -60,6 +60,20 @@ class BiLSTMTagger(nn.Module):
         return self.classifier(self.dropout(unpacked))
 
 
+class PairCosine(nn.Module):
+    """No parameters: each pair's score is the cosine of its two vectors ``u`` and ``v``, read
+    from the pair features ``[u; v; |u - v|; u * v]`` (:func:`bertprobe.model.pair_features`)
+    of width ``4 D``; ``[B, 1, 4D] -> [B, 1, 1]``."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        self.width = input_dim // 4
+
+    def forward(self, pairs: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        u, v = pairs[..., : self.width].float(), pairs[..., self.width : 2 * self.width].float()
+        return nn.functional.cosine_similarity(u, v, dim=-1).unsqueeze(-1)
+
+
 def build_head(
     name: str, input_dim: int, num_labels: int, lstm_hidden: int, lstm_layers: int, dropout: float
 ) -> nn.Module:
@@ -67,4 +81,6 @@ def build_head(
         return LinearTagger(input_dim, num_labels, dropout)
     if name == "bilstm":
         return BiLSTMTagger(input_dim, num_labels, lstm_hidden, lstm_layers, dropout)
+    if name == "cosine":
+        return PairCosine(input_dim)
     raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

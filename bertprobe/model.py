@@ -148,7 +148,8 @@ class ProbeModel(nn.Module):
         return self.head(combined, batch["word_mask"])
 
     def head_dtype(self) -> torch.dtype:
-        return next(self.head.parameters()).dtype
+        parameter = next(self.head.parameters(), None)  # a cosine "head" has none
+        return torch.float32 if parameter is None else parameter.dtype
 
 
 def row_loss(logits: torch.Tensor, labels: torch.Tensor, word_mask: torch.Tensor, regression: bool) -> torch.Tensor:

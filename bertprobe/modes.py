@@ -17,6 +17,7 @@ class Mode(str, Enum):
     FEATURE = "feature"
     PARTIAL = "partial"
     LORA = "lora"
+    COSINE = "cosine"
 
     def __str__(self) -> str:  # the name a user types, in messages and f-strings
         return self.value
@@ -30,34 +31,41 @@ class Mode(str, Enum):
     @property
     def trains_encoder(self) -> bool:
         """Whether gradients flow through the encoder (into its weights or into adapters
-        beside them): every mode but feature, whose encoder runs once, without gradients."""
-        return self is not Mode.FEATURE
+        beside them): every mode but the frozen ones, whose encoder runs once, without
+        gradients."""
+        return self not in (Mode.FEATURE, Mode.COSINE)
+
+    @property
+    def trains_anything(self) -> bool:
+        """Whether the run trains at all: cosine scores pairs with the frozen encoder as it is."""
+        return self is not Mode.COSINE
 
     @property
     def reads_layers(self) -> bool:
         """Whether ``--layers`` chooses the hidden states the head reads; the other modes
         put their head on the last layer."""
-        return self is Mode.FEATURE
+        return self in (Mode.FEATURE, Mode.COSINE)
 
     @property
     def uses_cache(self) -> bool:
         """Whether the encoder's outputs can be computed once and cached: only a frozen
         encoder gives the same features every epoch."""
-        return self is Mode.FEATURE
+        return not self.trains_encoder
 
     @property
-    def default_lr(self) -> float:
+    def default_lr(self) -> float | None:
         """The learning rate when ``--lr`` is not given: the BERT paper's 5e-5 for training
         encoder weights, whole or partial; a randomly initialised head on frozen features, or
         low-rank adapters (which start as a no-op), learn faster and take a larger step."""
-        return {Mode.FINETUNE: 5e-5, Mode.FEATURE: 1e-3, Mode.PARTIAL: 5e-5, Mode.LORA: 5e-4}[self]
+        return {Mode.FINETUNE: 5e-5, Mode.FEATURE: 1e-3, Mode.PARTIAL: 5e-5, Mode.LORA: 5e-4, Mode.COSINE: None}[self]
 
-    @property
-    def default_tagging_head(self) -> str:
-        """The head of a tagging task when ``--head`` is not given: the paper's two-layer
-        BiLSTM on frozen features, a linear layer on a trained encoder (sequence tasks: always
-        linear)."""
-        return "bilstm" if self is Mode.FEATURE else "linear"
+    def default_head(self, tagging: bool) -> str:
+        """The head when ``--head`` is not given: for tagging, the paper's two-layer BiLSTM on
+        frozen features and a linear layer on a trained encoder; for sentence tasks a linear
+        layer. Cosine's "head" is the cosine of a pair's two vectors, with nothing to learn."""
+        if self is Mode.COSINE:
+            return "cosine"
+        return "bilstm" if tagging and self is Mode.FEATURE else "linear"
 
     @property
     def description(self) -> str:
@@ -66,6 +74,8 @@ class Mode(str, Enum):
             Mode.FEATURE: "freeze the encoder and train a head on its layers (--layers)",
             Mode.PARTIAL: "freeze the embeddings and the lowest --freeze-layers layers, train the rest",
             Mode.LORA: "train low-rank adapters (peft) beside the frozen encoder's weights",
+            Mode.COSINE: "train nothing: score each sentence pair (regression: STS-B, custom) by the cosine of its "
+            "two sentences, each encoded alone and pooled from --layers, as SentEval and MTEB do",
         }[self]
 
 

@@ -61,7 +61,7 @@ class Probe(nn.Module):
         super().__init__()
         name = encoder if isinstance(encoder, str) else getattr(encoder.config, "_name_or_path", "model")
         mode = Mode(mode) if mode in MODE_NAMES else mode  # an unknown name is refused by RunConfig
-        head = head or (Mode(mode).default_tagging_head if pooling is None else "linear")
+        head = head or Mode(mode).default_head(tagging=pooling is None)
         self.run_config = RunConfig(
             mode=mode,
             model=name,

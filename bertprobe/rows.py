@@ -56,6 +56,8 @@ FINETUNE = Mode.FINETUNE.value
 LORA = Mode.LORA.value
 #: System key of partial fine-tuning: ``partial:K`` froze the embeddings and the K lowest layers.
 PARTIAL_PREFIX = "partial:"
+#: System key of the untrained cosine of sentence pairs: ``cosine:S`` pooled layer strategy S.
+COSINE_PREFIX = "cosine:"
 
 #: Configuration values that do not change what a run measures: they never split a row.
 #: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
@@ -112,8 +114,9 @@ _STRATEGY_SPECS: dict[str, str] = {spec: name for name, spec in NAMED_STRATEGIES
 
 
 def system_key(record: Record) -> str:
-    """``finetune``; ``partial:K`` (K lowest layers frozen); ``lora``; or, for a feature-based
-    run, the layer strategy's name."""
+    """``finetune``; ``partial:K`` (K lowest layers frozen); ``lora``; ``cosine:S`` (pairs
+    scored by the cosine of strategy S, untrained); or, for a feature-based run, the layer
+    strategy's name."""
     config = record_config(record)
     mode = config.get("mode", FINETUNE)
     if mode == FINETUNE:
@@ -123,12 +126,13 @@ def system_key(record: Record) -> str:
     if mode == LORA:
         return LORA
     strategy = str(config.get("layers", "last"))
-    return _STRATEGY_SPECS.get(strategy.replace(" ", ""), strategy)
+    strategy = _STRATEGY_SPECS.get(strategy.replace(" ", ""), strategy)
+    return f"{COSINE_PREFIX}{strategy}" if mode == Mode.COSINE else strategy
 
 
 def is_feature_system(key: str) -> bool:
     """Whether a system key names a frozen-feature strategy (not an encoder-training mode)."""
-    return key not in (FINETUNE, LORA) and not key.startswith(PARTIAL_PREFIX)
+    return key not in (FINETUNE, LORA) and not key.startswith((PARTIAL_PREFIX, COSINE_PREFIX))
 
 
 def system_name(key: str, lora_ranks: Iterable[object] = ()) -> str:
@@ -138,6 +142,8 @@ def system_name(key: str, lora_ranks: Iterable[object] = ()) -> str:
     if key == LORA:
         ranks = "/".join(sorted({str(rank) for rank in lora_ranks}, key=lambda text: (len(text), text)))
         return f"LoRA (r={ranks})" if ranks else "LoRA"
+    if key.startswith(COSINE_PREFIX):
+        return f"Cosine, untrained ({system_name(key[len(COSINE_PREFIX) :])})"
     if key.lstrip("-").isdigit():
         return f"Layer {key}"  # a single hidden state, e.g. one point of `bertprobe probe-layers`
     return SYSTEM_NAMES.get(key, f"Feature: {key}")
@@ -157,6 +163,8 @@ def system_rank(key: str) -> tuple[int, int, str]:
         return 1, int(frozen) if frozen.isdigit() else 1_000_000, frozen
     if key == LORA:
         return 2, 0, ""
+    if key.startswith(COSINE_PREFIX):
+        return 4, 0, key  # after every trained system
     names = list(SYSTEM_NAMES)
     return 3, names.index(key) if key in names else len(names), key
 

@@ -355,7 +355,10 @@ def _run(config: RunConfig, checkpoints: Path, keep_model: bool = False) -> RunR
         config, accelerator, setup.model, setup.optimizer, setup.scheduler, setup.train_loader, setup.train_sampler,
         setup.task, progress, checkpoint_now,
     )  # fmt: skip
-    train_epochs(loop, setup.eval_loaders["validation"], setup.batches_per_process)
+    if config.mode.trains_anything:
+        train_epochs(loop, setup.eval_loaders["validation"], setup.batches_per_process)
+    else:
+        score_as_is(loop, setup.eval_loaders["validation"])
     final, predicted, test_seconds = _score_best(loop, setup.eval_loaders.get("test"))
     seconds = {
         "test": test_seconds,
@@ -442,6 +445,11 @@ def load_task_and_encoder(config: RunConfig):
     for split, windows in task.windows.items():
         if not windows:
             raise ConfigError(f"split {split!r} of {task.name} has no examples after encoding")
+    if not config.mode.trains_anything and not (task.is_regression and task.inputs_per_window == 2):
+        raise ConfigError(
+            f"--mode cosine scores sentence pairs against real-valued labels (STS-B, a custom regression file of "
+            f"pairs); {task.name} has {'class labels' if not task.is_regression else 'one text per example'}"
+        )
     encoder = load_encoder(config.model, model_config)
     if not config.mode.trains_encoder:
         freeze(encoder)
@@ -481,16 +489,20 @@ def set_up(config: RunConfig, accelerator: Accelerator, started: float) -> Setup
     # scheduler steps with the optimizer.
     batches_per_process = len(train_loader) // accelerator.num_processes
     steps_per_epoch = math.ceil(batches_per_process / config.gradient_accumulation_steps)
-    optimizer, scheduler = build_optimizer(
-        model, config, steps_per_epoch * config.epochs, adaptation.parts, accelerator.device
-    )
-    optimizer_info = describe_optimizer(optimizer)
+    optimizer, scheduler, optimizer_info = None, None, None
+    if config.mode.trains_anything:
+        optimizer, scheduler = build_optimizer(
+            model, config, steps_per_epoch * config.epochs, adaptation.parts, accelerator.device
+        )
+        optimizer_info = describe_optimizer(optimizer)
+    else:
+        steps_per_epoch = 0
     if config.compile:
         model = torch.compile(model, dynamic=True)
     train_sampler = train_loader.batch_sampler
-    model, optimizer, train_loader, scheduler, *eval_list = accelerator.prepare(
-        model, optimizer, train_loader, scheduler, *eval_loaders.values()
-    )
+    model, train_loader, *eval_list = accelerator.prepare(model, train_loader, *eval_loaders.values())
+    if optimizer is not None:
+        optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     return Setup(
         info, layers, max_length, task, encoder, encoder_digest, adaptation, model, parameters, train_loader,
         train_sampler, dict(zip(eval_loaders, eval_list, strict=True)), batches_per_process, steps_per_epoch,
@@ -559,6 +571,33 @@ def train_epochs(loop: _Training, dev_loader: DataLoader, batches_per_process: i
             loop.checkpoint_now()
 
 
+def score_as_is(loop: _Training, dev_loader: DataLoader) -> None:
+    """``--mode cosine``: score dev once with nothing trained (epoch 0 of the history)."""
+    started = time.perf_counter()
+    metric, progress = loop.task.primary_metric, loop.progress
+    scores, predicted = evaluate(loop.model, dev_loader, loop.accelerator, loop.task, "validation")
+    progress.eval_seconds += time.perf_counter() - started
+    progress.history.append({"epoch": 0, f"dev_{metric}": scores[metric]})
+    progress.best_score, progress.best_epoch = _nan_to_floor(scores[metric]), 0
+    progress.best_dev, progress.best_state = (scores, predicted), {}
+    logger.info(f"nothing to train: dev {metric} {100 * scores[metric]:.2f}")
+
+
+def time_record(config: RunConfig, setup: Setup, progress: TrainingProgress, seconds: dict[str, float]) -> dict:
+    """The record's ``time``: set-up and cache, training, evaluation and wall-clock seconds."""
+    train_seconds = progress.train_seconds
+    trained = len(setup.task.windows["train"]) * config.epochs if config.mode.trains_anything else None
+    return {
+        **setup.timings,
+        "train_seconds": train_seconds,
+        "train_examples_per_second": None if trained is None else trained / max(train_seconds, 1e-9),
+        "eval_seconds": progress.eval_seconds + seconds["test"],
+        # every process's wall time: earlier ones up to their last checkpoint, and this one
+        "total_seconds": seconds["earlier_processes"] + seconds["this_process"],
+        "this_process_seconds": seconds["this_process"],
+    }
+
+
 def run_record(
     loop: _Training, setup: Setup, final: dict, predicted: dict, seconds: dict[str, float],
     resumed_from: Path | None, commit: str, peak_memory_is_per_run: bool,
@@ -566,7 +605,7 @@ def run_record(
     """The run's record (:mod:`bertprobe.record`), with its health assessed and any doubt
     about the result logged."""
     config, accelerator, progress, task, info = loop.config, loop.accelerator, loop.progress, setup.task, setup.info
-    metric, layers, train_seconds = task.primary_metric, setup.layers, progress.train_seconds
+    metric, layers = task.primary_metric, setup.layers
     record = build_record(
         name=config.run_name(),
         config=config.to_dict(),
@@ -581,7 +620,8 @@ def run_record(
         training={
             "best_epoch": progress.best_epoch, "history": progress.history,
             "optimizer_steps_per_epoch": setup.steps_per_epoch,
-            "final_lr": setup.scheduler.get_last_lr()[0],  # 0 when the linear decay ended exactly with training
+            # 0 when the linear decay ended exactly with training; None when nothing trained
+            "final_lr": setup.scheduler.get_last_lr()[0] if setup.scheduler is not None else None,
             "resumed_from": str(resumed_from) if resumed_from is not None else None,
             "resumes": progress.resumed_from,  # every checkpoint resumed, oldest first
             "processes": progress.processes,  # every process that trained it, oldest first
@@ -589,15 +629,7 @@ def run_record(
         parameters=setup.parameters,
         adaptation=setup.adaptation.summary,
         optimizer=setup.optimizer_info,
-        time={
-            **setup.timings,
-            "train_seconds": train_seconds,
-            "train_examples_per_second": len(task.windows["train"]) * config.epochs / max(train_seconds, 1e-9),
-            "eval_seconds": progress.eval_seconds + seconds["test"],
-            # every process's wall time: earlier ones up to their last checkpoint, and this one
-            "total_seconds": seconds["earlier_processes"] + seconds["this_process"],
-            "this_process_seconds": seconds["this_process"],
-        },
+        time=time_record(config, setup, progress, seconds),
         memory=memory_record(accelerator, setup.cache_memory, peak_memory_is_per_run),
         feature_cache=setup.cache_info,
         distributed={
@@ -658,7 +690,7 @@ class _Training:
     config: RunConfig
     accelerator: Accelerator
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None when nothing trains (--mode cosine)
     scheduler: object
     train_loader: DataLoader
     train_sampler: object

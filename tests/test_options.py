@@ -124,9 +124,11 @@ def test_mode_is_an_enum_that_reads_and_writes_plain_names():
     assert config.mode is Mode.FEATURE and config.mode == "feature" and f"{config.mode}" == "feature"
     assert config.to_dict()["mode"] == "feature" and json.dumps(config.to_dict()["mode"]) == '"feature"'
     assert [mode for mode in Mode if mode.trains_encoder] == [Mode.FINETUNE, Mode.PARTIAL, Mode.LORA]
-    assert [mode for mode in Mode if mode.reads_layers] == [Mode.FEATURE] == [m for m in Mode if m.uses_cache]
+    assert [mode for mode in Mode if mode.reads_layers] == [Mode.FEATURE, Mode.COSINE]
+    assert [mode for mode in Mode if mode.uses_cache] == [Mode.FEATURE, Mode.COSINE]
+    assert [mode for mode in Mode if not mode.trains_anything] == [Mode.COSINE]
     assert RunConfig(mode="lora").resolved().lr == 5e-4 and RunConfig().resolved().lr == 5e-5
-    with pytest.raises(ConfigError, match=r"--mode 'frozen' is not one of finetune, feature, partial, lora"):
+    with pytest.raises(ConfigError, match=r"--mode 'frozen' is not one of finetune, feature, partial, lora, cosine"):
         RunConfig(mode="frozen")
 
 

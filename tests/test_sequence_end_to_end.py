@@ -290,3 +290,74 @@ def test_a_run_with_dev_from_train_chooses_on_held_out_examples_and_reports_the_
     assert record["data"]["examples"] == {"train": 160, "validation": 40, "test": 60}
     assert record["data"]["examples_trained"] == 128 and record["data"]["dev_from_train"] == 40
     assert record["metrics"]["test"]["accuracy"] > 0.8 and record["metrics"]["dev"]["accuracy"] > 0.8
+
+
+@pytest.fixture(scope="module")
+def similarity_files(tmp_path_factory) -> dict[str, str]:
+    """Sentence pairs scored 0-5 for similarity: a sentence beside itself scores 5, beside
+    another sentence 0."""
+    folder = tmp_path_factory.mktemp("similarity")
+    files = {}
+    for split, size, seed in (("train", 30, 1), ("dev", 40, 2), ("test", 40, 3)):
+        rng = random.Random(seed)
+        rows = []
+        for index in range(size):
+            first = f"{rng.choice(PEOPLE)} went to {rng.choice(PLACES)}"
+            second = first if index % 2 else f"{rng.choice(FILLER)} {rng.choice(FILLER)} {rng.choice(FILLER)}"
+            rows.append([first, second, 5.0 if index % 2 else 0.0])
+        files[split] = str(write_tsv(folder / f"{split}.tsv", ["a", "b", "score"], rows))
+    return files
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"task": "conll2003"}, "--mode cosine scores sentence pairs; conll2003 tags words"),
+        ({"task": "stsb", "feature_cache": False}, "--mode cosine reads each sentence's vector from the feature cache"),
+        ({"task": "stsb", "layers": "allweighted"}, "learns its mix of layers, and --mode cosine trains nothing"),
+        ({"task": "stsb", "head": "linear"}, "--head cosine belongs to --mode cosine"),
+    ],
+)
+def test_cosine_options_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(mode="cosine", **options).resolved()
+    with pytest.raises(ConfigError, match="--head cosine belongs to --mode cosine"):
+        RunConfig(task="stsb", mode="feature", head="cosine").resolved()
+    resolved = RunConfig(task="stsb", mode="cosine").resolved()
+    assert (resolved.pair_encoding, resolved.head, resolved.lr, resolved.pooling) == (
+        "separate",
+        "cosine",
+        None,
+        "mean",
+    )
+
+
+@pytest.mark.slow
+def test_cosine_scores_pairs_with_nothing_trained(tiny_model_dir, similarity_files, same_person_files, tmp_path):
+    """The zero-training row: each pair's prediction is the cosine of its two sentences'
+    pooled vectors (exactly 1 for a sentence beside itself), scored by the task's metrics on
+    dev and test; nothing trains and the encoder is unchanged."""
+    files = {"train": similarity_files["train"], "dev": similarity_files["dev"]}
+    config = sequence_config(
+        tiny_model_dir, files, tmp_path, test_file=similarity_files["test"], text_columns="a,b", label_column="score",
+        regression=True, mode="cosine", layers="last", save_predictions=True,
+    )  # fmt: skip
+    record = run(config)
+    assert record["task"]["regression"] and record["parameters"]["trainable"] == 0 and record["encoder_unchanged"]
+    assert record["history"] == [{"epoch": 0, "dev_pearson": record["metrics"]["dev"]["pearson"]}]
+    assert record["final_lr"] is None and record["optimizer"] is None and record["best_epoch"] == 0
+    assert record["metrics"]["dev"]["pearson"] > 0.8 and record["metrics"]["test"]["pearson"] > 0.8
+    lines = (tmp_path / "runs" / f"{record['name']}.dev.jsonl").read_text().splitlines()
+    for line in map(json.loads, lines):
+        if line["text_a"] == line["text_b"]:
+            assert line["predicted"] == pytest.approx(1.0, abs=1e-5)
+        else:
+            assert line["predicted"] < 0.999
+
+    classes = sequence_config(
+        tiny_model_dir, same_person_files, tmp_path / "classes", text_columns="a,b", mode="cosine"
+    )
+    with pytest.raises(
+        ConfigError, match=r"--mode cosine scores sentence pairs against real-valued labels.*class labels"
+    ):
+        run(classes)

@@ -710,3 +710,16 @@ def test_a_tuned_system_is_one_row_of_its_own_whatever_its_winners_chose():
         for curve in learning_curves(tuned + untuned)
     }
     assert curves == {"Fine-tuning (tuned)": [(0.01, 61.0), (0.1, 81.0)], "Fine-tuning": [(0.01, 90.0), (0.1, 90.0)]}
+
+
+def test_the_untrained_cosine_is_a_system_of_its_own():
+    records = [
+        make_record(mode="cosine", layers="-1,-2,-3,-4:concat", task="stsb", seed=1, head="cosine", lr=None),
+        make_record(mode="feature", layers="last4concat", task="stsb", seed=1),
+        make_record(mode="finetune", task="stsb", seed=1),
+    ]
+    [rows] = group_rows(records).values()
+    assert [row.label for row in rows] == [
+        "Fine-tuning", "Concat last four hidden", "Cosine, untrained (Concat last four hidden)",
+    ]  # fmt: skip
+    assert rows[2].settings.get("layers") is None  # the strategy is in the system's name
