@@ -603,6 +603,9 @@ BOOKKEEPING_OPTIONS = _options("bookkeeping")
 TUNABLE_OPTIONS = _options("tunable")
 #: Options that say which task and data a run used.
 TASK_IDENTITY_OPTIONS = _options("task_identity")
+#: Options that say where the data were read from: a table's section names the data set
+#: (:func:`bertprobe.record.data_name`), so two paths to one folder never split its rows.
+DATA_LOCATION_OPTIONS = frozenset({"data_dir", "hub_dataset", "train_file", "validation_file", "test_file"})
 #: Options ``bertprobe sweep`` lets the command line override for every run of a file.
 SWEEP_OVERRIDES = tuple(f.name for f in fields(RunConfig) if f.metadata["sweep_override"])
 #: Where each option acts only with certain values of other options (see :func:`option`).

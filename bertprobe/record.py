@@ -152,10 +152,21 @@ def recorded(record: Record, *keys: str) -> Any:
 
 
 def data_source(record: Record) -> str:
+    """Where the run's data came from, as it was given: a folder or file path, or ``hub:NAME``."""
     if source := recorded(record, "data", "source"):
         return str(source)
     config = record_config(record)
     return str(config.get("data_dir") or f"hub:{config.get('hub_dataset', '?')}")
+
+
+def data_name(record: Record) -> str:
+    """The data set's name for grouping and headings: a local folder's or file's own name
+    (``conll2003``, ``MRPC``), whichever path reached it (``../data/conll2003`` and
+    ``/srv/data/conll2003`` are one data set), or ``hub:NAME``."""
+    source = data_source(record)
+    if source.startswith("hub:"):
+        return source
+    return Path(source.rstrip("/\\")).name or source
 
 
 def primary_metric(record: Record) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 
 from bertprobe.config import (
     BOOKKEEPING_OPTIONS,
+    DATA_LOCATION_OPTIONS,
     OPTION_CONDITIONS,
     RECORD_DEFAULTS,
     RETIRED_OPTIONS,
@@ -43,7 +44,7 @@ from bertprobe.layer_spec import NAMED_STRATEGIES
 from bertprobe.modes import Mode
 from bertprobe.record import (
     Record,
-    data_source,
+    data_name,
     primary_metric,
     primary_score,
     record_config,
@@ -61,9 +62,9 @@ COSINE_PREFIX = "cosine:"
 
 #: Configuration values that do not change what a run measures: they never split a row.
 #: ``seed`` is what a row averages over; the others name folders, caches or book-keeping
-#: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too,
-#: and options that no longer exist.
-IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | RETIRED_OPTIONS | {"seed"}
+#: (checkpointing, resuming, tracking, compiling), the options a run's name leaves out too;
+#: where the data were read from (the section names the data set); options that no longer exist.
+IGNORED_CONFIG_KEYS = BOOKKEEPING_OPTIONS | RETIRED_OPTIONS | DATA_LOCATION_OPTIONS | {"seed"}
 
 #: The tag of a tuned system's final runs (``bertprobe tune --final``): their hyper-parameters
 #: are the tuning's choice, so a tuned row is the system, "(tuned)", whatever it chose.
@@ -185,7 +186,7 @@ class SectionKey:
         return cls(
             model=str(config.get("model", "?")),
             task=str(config.get("task", "?")),
-            data=data_source(record),
+            data=data_name(record),
             context=str(config.get("context", "?")),
             metric=primary_metric(record),
         )

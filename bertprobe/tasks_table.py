@@ -40,7 +40,7 @@ from bertprobe.formatting import (
     seed_count,
     write_csv,
 )
-from bertprobe.record import Record, data_source, primary_metric, record_config
+from bertprobe.record import Record, data_name, primary_metric, record_config
 from bertprobe.rows import (
     LORA,
     FinetuningGap,
@@ -210,7 +210,7 @@ class TaskSection:
 
 
 def task_column(record: Record) -> TaskColumn:
-    return TaskColumn(str(record_config(record).get("task", "?")), data_source(record), primary_metric(record))
+    return TaskColumn(str(record_config(record).get("task", "?")), data_name(record), primary_metric(record))
 
 
 def group_tasks(records: Iterable[Record]) -> list[TaskSection]:

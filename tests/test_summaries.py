@@ -221,8 +221,8 @@ def test_two_data_sources_of_one_task_are_two_columns():
         record("rte", seed=1, dev=scores(accuracy=0.70)),
     ]
     text = render_tasks_markdown(records)
-    assert header(text) == ["System", "SST-2 acc [/my/sst2]", "SST-2 acc [hub:glue/sst2]", "RTE acc"]
-    assert body_rows(text)["Fine-tuning"] == ["50.00 ± n/a (n=1)", "91.00 ± 1.41 (n=2)", "70.00 ± n/a (n=1)"]
+    assert header(text) == ["System", "SST-2 acc [hub:glue/sst2]", "SST-2 acc [sst2]", "RTE acc"]
+    assert body_rows(text)["Fine-tuning"] == ["91.00 ± 1.41 (n=2)", "50.00 ± n/a (n=1)", "70.00 ± n/a (n=1)"]
     [section] = group_tasks(records)
     [row] = section.rows  # data_dir picks the column, never the row
     assert sorted(len(cell.records) for cell in row.cells.values()) == [1, 1, 2]
@@ -413,7 +413,7 @@ def test_no_plot_kind_draws_an_empty_panel(tmp_path: Path):
         "SST-2 acc",
         "MRPC F1",
         "RTE acc",
-        "CoNLL-2003 F1 [/data/conll2003]",
+        "CoNLL-2003 F1 [conll2003]",
     ]
     for kind in PLOTS:  # nothing but NaN: no kind draws
         with pytest.raises(NoRecordsError):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from scipy.stats import ttest_ind
 
-from bertprobe.config import BOOKKEEPING_OPTIONS, RETIRED_OPTIONS
+from bertprobe.config import BOOKKEEPING_OPTIONS, DATA_LOCATION_OPTIONS, RETIRED_OPTIONS
 from bertprobe.formatting import (
     RESUMED_MARK,
     RESUMED_NOTE,
@@ -200,20 +200,20 @@ def test_two_models_get_two_sections_and_are_never_merged(tmp_path: Path):
     for section, rows in sections.items():
         for row in rows:
             assert {r["config"]["model"] for r in row.records} == {section.model}
-            assert {r["data"]["source"] for r in row.records} == {section.data}
+            assert {Path(r["data"]["source"]).name for r in row.records} == {section.data}
     text = render_markdown(records)
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert len(headings) == 3
-    assert any(MINILM in h and DATA in h and "context document" in h and "2 records" in h for h in headings)
-    assert any(BASE in h and DATA in h and "3 records" in h for h in headings)
-    assert any("/other/data" in h and "1 record" in h for h in headings)
+    assert any(MINILM in h and "`conll2003`" in h and "context document" in h and "2 records" in h for h in headings)
+    assert any(BASE in h and "`conll2003`" in h and "3 records" in h for h in headings)
+    assert any("`data`" in h and "1 record" in h for h in headings)
     means = sorted(cells[1] for cells in markdown_rows(text))
     assert means == ["50.00 ± n/a", "81.00 ± 1.41", "92.00 ± 2.00"]  # never (90+92+94+80+82)/5
     rows = parse_csv(render_csv(records))
     assert sorted((row["model"], row["data"], row["seeds"]) for row in rows) == [
-        (BASE, "/data/conll2003", "3"),
-        (BASE, "/other/data", "1"),
-        (MINILM, "/data/conll2003", "2"),
+        (BASE, "conll2003", "3"),
+        (BASE, "data", "1"),
+        (MINILM, "conll2003", "2"),
     ]
 
 
@@ -285,7 +285,7 @@ def test_csv_columns_and_values():
     assert float(finetune["delta_dev"]) == pytest.approx(-4.4)
     assert finetune["trainable_parameters"] == "1000"
     assert float(finetune["train_seconds_mean"]) == pytest.approx(30.0)
-    assert finetune["model"] == BASE and finetune["data"] == DATA and finetune["context"] == "document"
+    assert finetune["model"] == BASE and finetune["data"] == "conll2003" and finetune["context"] == "document"
     assert concat["system"] == "Concat last four hidden" and concat["strategy"] == "last4concat"
     assert float(concat["paper_dev_f1"]) == 96.1 and concat["paper_test_f1"] == ""
     assert float(concat["delta_dev"]) == pytest.approx(95.0 - 96.1)
@@ -421,7 +421,7 @@ def test_lstm_size_splits_rows_only_where_the_head_is_a_bilstm():
 def test_bookkeeping_options_never_split_a_row():
     """A seed resumed with --checkpoint-every, or written elsewhere, stays in its row: the
     options a run's name leaves out, and the seed, never split a row."""
-    assert IGNORED_CONFIG_KEYS - {"seed"} == BOOKKEEPING_OPTIONS | RETIRED_OPTIONS
+    assert IGNORED_CONFIG_KEYS - {"seed"} == BOOKKEEPING_OPTIONS | RETIRED_OPTIONS | DATA_LOCATION_OPTIONS
     records = [
         make_record(seed=1),
         make_record(seed=2, checkpoint_every=50, resume=True, checkpoint=True, report_to="tensorboard"),
@@ -723,3 +723,13 @@ def test_the_untrained_cosine_is_a_system_of_its_own():
         "Fine-tuning", "Concat last four hidden", "Cosine, untrained (Concat last four hidden)",
     ]  # fmt: skip
     assert rows[2].settings.get("layers") is None  # the strategy is in the system's name
+
+
+def test_one_data_folder_reached_by_two_paths_is_one_section():
+    """Records name their data as the run was given it; ``../data/conll2003`` and
+    ``/srv/data/conll2003`` are the same folder's name, one section, headed by that name."""
+    records = [make_record(seed=1, data="../data/conll2003"), make_record(seed=2, data="/srv/data/conll2003/")]
+    [(section, [row])] = group_rows(records).items()
+    assert section.data == "conll2003" and row.seeds == [1, 2]
+    hub = make_record(seed=3, data="hub:conll2003")
+    assert [section.data for section in group_rows([*records, hub])] == ["conll2003", "hub:conll2003"]
