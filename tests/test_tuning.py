@@ -186,7 +186,7 @@ def test_finals_rerun_the_best_dev_trial_and_the_report_shows_the_budget(tiny_mo
     assert plot_expected_max([summary], tmp_path / "curve.png", "toy").stat().st_size > 0
 
 
-@pytest.mark.parametrize("name", ["tune_conll_1pct", "tune_conll_10pct"])
+@pytest.mark.parametrize("name", ["tune_conll_1pct", "tune_conll_10pct", "tune_sst2_10pct"])
 def test_the_committed_tuning_files_parse_and_every_trial_is_a_valid_run(name):
     from bertprobe.tuning import load_tuning, trial_config
 
