@@ -40,7 +40,8 @@ class SystemSummary:
 
 
 def summarize(tuning: Tuning) -> list[SystemSummary]:
-    """Every selected system's trials (from its study) and final records (where they exist)."""
+    """Every selected system's trials and final runs, read from their records (where they
+    exist): a report needs no study, only the records and the options that named them."""
     summaries = []
     for system in tuning.systems:
         trials = tuning.trials_of(system)

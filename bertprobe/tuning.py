@@ -177,7 +177,6 @@ def default_storage(tuning: dict[str, object], overrides: dict[str, object]) -> 
     """A SQLite file in the output folder: one machine's workers share it; for many
     machines, give a database URL every machine reaches (``--storage``)."""
     output = Path(str(overrides.get("output_dir") or (tuning.get("base") or {}).get("output_dir") or "results/tune"))
-    output.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(output / 'study.db').resolve()}"
 
 
@@ -334,7 +333,7 @@ class Tuning:
         """The system's study; workers on this machine (or sharing the output folder) open
         it in turn, since creating a new database's tables at once fails."""
         locks = self.output_dir() / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
+        locks.mkdir(parents=True, exist_ok=True)  # the study's folder too, for its SQLite file
         with FileLock(str(locks / "storage.lock")):
             return open_study(self.storage, study_name(self.spec, system), self.heartbeat, self.grace)
 
@@ -342,9 +341,13 @@ class Tuning:
         base = dict(self.spec.get("base") or {})
         return Path(str(self.overrides.get("output_dir") or base.get("output_dir") or RunConfig.output_dir))
 
+    @property
+    def sampling_seed(self) -> int:
+        return int(self.spec.get("sampling_seed", 0))
+
     def run_trials(self) -> dict[str, int]:
         """Run (or read) every system's first ``count`` trials; how many ran in this worker."""
-        seed = int(self.spec.get("sampling_seed", 0))
+        seed = self.sampling_seed
         ran = {}
         for system in self.systems:
             study = self.study(system)
@@ -360,7 +363,17 @@ class Tuning:
         return ran
 
     def trials_of(self, system: System) -> list[tuple[int, dict[str, object], float]]:
-        return [trial for trial in completed(self.study(system)) if trial[0] < self.count]
+        """(index, settings, dev score) of each of the system's first ``count`` trials whose
+        record exists, in index order. Read from the records, not the study: the study queues
+        the work, the records are the results, so a report or the finals need only the
+        committed records (the same options give the same trials and the same names)."""
+        from bertprobe.results import read_record
+
+        found = []
+        for index, settings in enumerate(system.trials(self.count, self.sampling_seed)):
+            if (path := find_record(trial_config(self.spec, system, settings, self.overrides))) is not None:
+                found.append((index, settings, dev_score(read_record(path))))
+        return found
 
     def final_configs(self, system: System) -> list[RunConfig]:
         """The best dev trial's settings with each of the file's final seeds."""

@@ -185,6 +185,14 @@ def test_finals_rerun_the_best_dev_trial_and_the_report_shows_the_budget(tiny_mo
     assert cells[5] == f"{100 * by_dev[2]:.2f} (#{by_dev[0] + 1})"
     assert plot_expected_max([summary], tmp_path / "curve.png", "toy").stat().st_size > 0
 
+    # the report reads the records, not the study: a fresh clone (no study.db) renders it the same
+    study_files = list((tmp_path / "out").glob("study.db*"))
+    assert study_files
+    for study_file in study_files:
+        study_file.unlink()
+    assert render_tuning_markdown(summarize(Tuning(path)), "toy") == table
+    assert not list((tmp_path / "out").glob("study.db*"))  # and made no study
+
 
 @pytest.mark.parametrize("name", ["tune_conll_1pct", "tune_conll_10pct", "tune_sst2_10pct"])
 def test_the_committed_tuning_files_parse_and_every_trial_is_a_valid_run(name):
