@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bertprobe.config import PEFT_MISSING, ConfigError, RunConfig
+from bertprobe.config import PEFT_MISSING, RunConfig
 from bertprobe.encoder import EncoderInfo
+from bertprobe.errors import ConfigError
 from bertprobe.modes import Mode
 
 #: Attention query and value projections under the names architectures give them, tried in

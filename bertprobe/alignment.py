@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bertprobe.tasks.conll import DataFormatError, TaggedSplit
+from bertprobe.errors import DataFormatError
+
+if TYPE_CHECKING:  # the CoNLL reader's types, for annotations only: alignment reads no file
+    from bertprobe.tasks.conll import TaggedSplit
 
 CONTEXT_MODES = ("sentence", "document")
 

@@ -47,6 +47,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from bertprobe.alignment import EncodedWindow
+from bertprobe.errors import CheckpointError
 from bertprobe.features import file_checksum, windows_digest
 
 PROGRESS_FILE = "progress.pt"
@@ -54,10 +55,6 @@ PROGRESS_FILE = "progress.pt"
 COMPLETE_FILE = "checkpoint.json"
 #: Complete checkpoints kept: the newest, and one to fall back on if it is found damaged.
 KEPT_CHECKPOINTS = 2
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that must not be overwritten, or cannot be resumed by this run."""
 
 
 @dataclass

@@ -9,7 +9,8 @@ import argparse
 import sys
 from dataclasses import fields
 
-from bertprobe.config import GROUPS, HEADS, SWEEP_OVERRIDES, ConfigError, RunConfig, option_type
+from bertprobe.config import GROUPS, HEADS, SWEEP_OVERRIDES, RunConfig, option_type
+from bertprobe.errors import BertprobeError, ConfigError, LayerSpecError, NonFiniteLossError, NoRecordsError
 from bertprobe.modes import MODE_NAMES
 
 SUBCOMMANDS = ("train", "table", "plot", "sweep")
@@ -28,19 +29,9 @@ def refuse(problem: object, status: int = 2) -> int:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input or a state the user must resolve: printed as one line with
-    exit status 2, never a traceback. (Called in ``except`` clauses, so the modules it
-    imports, torch among them, load only once an error is being handled.)"""
-    from bertprobe.checkpoint import CheckpointError
-    from bertprobe.encoder import ModelLoadError
-    from bertprobe.features import CacheError
-    from bertprobe.layer_spec import LayerSpecError
-    from bertprobe.results import RecordWriteError
-    from bertprobe.tasks.conll import DataFormatError
-
-    return (
-        ConfigError, LayerSpecError, ModelLoadError, DataFormatError, CheckpointError, CacheError, RecordWriteError,
-        FileNotFoundError,
-    )  # fmt: skip
+    exit status 2, never a traceback (a diverged run, also a :class:`BertprobeError`, is
+    caught before them: exit status 3)."""
+    return BertprobeError, FileNotFoundError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -150,21 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         return tune_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         argv = argv[1:]
-    from bertprobe.layer_spec import LayerSpecError
 
     try:
         config = config_from_args(argv)  # validates every option before torch is imported
     except (ConfigError, LayerSpecError) as error:
         return refuse(error)
-    from bertprobe.train import NonFiniteLossError, run
+    from bertprobe.train import run
 
     configure_logging()
     try:
         run(config)
-    except user_errors() as error:
-        return refuse(error)
     except NonFiniteLossError as error:
         return refuse(error, status=3)
+    except user_errors() as error:
+        return refuse(error)
     return 0
 
 
@@ -266,7 +256,6 @@ def plot_main(argv: list[str]) -> int:
     if records is None:
         return 2
     args.kind = args.kind or layout_for(records)  # the layouts' names are plot kinds too
-    from bertprobe.formatting import NoRecordsError
     from bertprobe.plots import PLOTS
 
     try:

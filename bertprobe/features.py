@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 
 from bertprobe.alignment import EncodedWindow
 from bertprobe.batching import WindowCollator, WindowDataset
+from bertprobe.errors import CacheError
 from bertprobe.model import extract_rows
 
 MANIFEST = "manifest.json"
@@ -58,10 +59,6 @@ CACHE_FORMAT = 2
 DATA_FILES = ("features.npy", "offsets.npy")
 
 logger = logging.getLogger(__name__)
-
-
-class CacheError(RuntimeError):
-    """The cache cannot be written (no space, no permission); the message says where."""
 
 
 def file_checksum(path: Path, chunk_bytes: int = 1 << 23) -> str:

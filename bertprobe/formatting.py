@@ -15,9 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from scipy.stats import t as student_t
 
-
-class NoRecordsError(ValueError):
-    """Nothing to tabulate or plot: a folder without any result record (or none of the kind)."""
+from bertprobe.errors import NoRecordsError
 
 
 def finite(values: Iterable[float | None]) -> list[float]:

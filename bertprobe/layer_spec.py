@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bertprobe.errors import LayerSpecError
+
 COMBINE_MODES = ("concat", "sum", "mean", "weighted")
 
 #: The BERT paper's Table 7 rows (and the fine-tuning row's "last"), by name.
@@ -37,10 +39,6 @@ NAMED_STRATEGIES: dict[str, str] = {
     "last4concat": "-1,-2,-3,-4:concat",
     "allweighted": "all:weighted",
 }
-
-
-class LayerSpecError(ValueError):
-    """A layer strategy that cannot be parsed or does not fit the model."""
 
 
 def _known_strategies_message() -> str:

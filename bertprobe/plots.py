@@ -39,7 +39,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
-from bertprobe.formatting import NoRecordsError, finite, mean_or_none, sample_std, seed_count
+from bertprobe.errors import NoRecordsError
+from bertprobe.formatting import finite, mean_or_none, sample_std, seed_count
 from bertprobe.record import Record, primary_score, recorded
 from bertprobe.results import temporary_beside
 from bertprobe.rows import FINETUNE, Row, SectionKey, differing_labels, finetuning_gaps, group_rows, row_settings

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bertprobe.config import ConfigError
+from bertprobe.errors import ConfigError
 
 
 def human_bytes(count: float) -> str:

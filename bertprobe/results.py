@@ -17,11 +17,6 @@ from pathlib import Path
 PACKAGES = ("torch", "transformers", "accelerate", "datasets", "seqeval", "tokenizers", "numpy")
 
 
-class RecordWriteError(RuntimeError):
-    """A finished run's record could not be written where it belongs; the message says where
-    it was kept instead."""
-
-
 def unsaved_record_path(run_name: str) -> Path:
     """Where a record goes when its output folder cannot take it: the system's temporary
     folder, under ``bertprobe-unsaved-records``."""

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
-from bertprobe.config import ConfigError, RunConfig, find_record, option_type
+from bertprobe.config import RunConfig, find_record, option_type
+from bertprobe.errors import ConfigError
 from bertprobe.layer_spec import LayerSpec
 from bertprobe.modes import Mode
 

@@ -21,10 +21,10 @@ import json
 import statistics
 from collections.abc import Iterable, Sequence
 
+from bertprobe.errors import NoRecordsError
 from bertprobe.formatting import (
     FLAGGED_NOTE,
     RESUMED_NOTE,
-    NoRecordsError,
     flag_label,
     format_difference,
     format_optional,

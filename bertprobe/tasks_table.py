@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bertprobe.config import TASK_IDENTITY_OPTIONS
+from bertprobe.errors import NoRecordsError
 from bertprobe.formatting import (
     FLAGGED_NOTE,
     RESUMED_NOTE,
-    NoRecordsError,
     flag_label,
     format_difference,
     format_mean_std,

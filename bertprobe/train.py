@@ -30,7 +30,6 @@ from bertprobe.adaptation import Adaptation, adapt_encoder
 from bertprobe.batching import FeatureCollator, LengthGroupedBatches, SortedBatches, WindowCollator, WindowDataset
 from bertprobe.checkpoint import (
     COMPLETE_FILE,
-    CheckpointError,
     TrainingProgress,
     checkpoint_root,
     load_checkpoint,
@@ -42,7 +41,7 @@ from bertprobe.checkpoint import (
     store_unwrapped_weights,
     training_fingerprint,
 )
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import RunConfig
 from bertprobe.cpu_heap import allocator_hint
 from bertprobe.encoder import (
     EncoderInfo,
@@ -53,6 +52,7 @@ from bertprobe.encoder import (
     load_encoder,
     load_tokenizer,
 )
+from bertprobe.errors import CheckpointError, ConfigError, NonFiniteLossError, RecordWriteError
 from bertprobe.features import FeatureCache, FeatureDataset, weights_digest
 from bertprobe.heads import build_head
 from bertprobe.health import assess
@@ -63,7 +63,6 @@ from bertprobe.preflight import check_free_space, check_shared_folder, check_wri
 from bertprobe.progress import progress_bar
 from bertprobe.record import build_record
 from bertprobe.results import (
-    RecordWriteError,
     code_commit,
     command_line,
     machine_description,
@@ -99,10 +98,6 @@ def replaces_best(score: float, best_score: float) -> bool:
 
 def _nan_to_floor(score: float) -> float:
     return -math.inf if math.isnan(score) else score
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def count_parameters(*modules: torch.nn.Module | None) -> dict[str, int]:

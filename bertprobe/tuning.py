@@ -37,7 +37,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from bertprobe.config import ConfigError, RunConfig, find_record
+from bertprobe.config import RunConfig, find_record
+from bertprobe.errors import ConfigError
 from bertprobe.modes import Mode
 from bertprobe.rows import TUNED_TAG
 from bertprobe.sweep import load_yaml_mapping

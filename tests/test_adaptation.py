@@ -18,8 +18,9 @@ from torch import nn
 from bertprobe.adaptation import adapt_encoder, lora_targets
 from bertprobe.alignment import encode_split
 from bertprobe.batching import WindowCollator, WindowDataset
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import RunConfig
 from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
+from bertprobe.errors import ConfigError
 from bertprobe.heads import build_head
 from bertprobe.layer_spec import resolve_strategy
 from bertprobe.model import ProbeModel, row_loss

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bertprobe.alignment import encode_split
-from bertprobe.tasks.conll import DataFormatError, Sentence, TaggedSplit
+from bertprobe.errors import DataFormatError
+from bertprobe.tasks.conll import Sentence, TaggedSplit
 
 LABELS = {"O": 0, "B-PER": 1, "I-PER": 2, "B-LOC": 3}
 

@@ -29,7 +29,8 @@ from conftest import toy_sentence
 from bertprobe.alignment import encode_split
 from bertprobe.batching import WindowCollator, WindowDataset
 from bertprobe.config import RunConfig
-from bertprobe.encoder import ModelLoadError, describe, load_config, load_encoder, load_tokenizer
+from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
+from bertprobe.errors import ModelLoadError
 from bertprobe.layer_spec import NAMED_STRATEGIES, resolve_strategy
 from bertprobe.model import ProbeModel, gather_words
 from bertprobe.tasks.conll import Sentence, TaggedSplit

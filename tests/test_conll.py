@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bertprobe.errors import DataFormatError
 from bertprobe.tasks.conll import (
-    DataFormatError,
     Sentence,
     corpus_from_records,
     load_conll_dir,
@@ -189,7 +189,8 @@ def test_hub_path_maps_class_label_ids_to_tag_names(monkeypatch):
 
 def test_local_files_without_docstart_refuse_document_context(tmp_path, tiny_tokenizer):
     """Without -DOCSTART- lines a whole file would be one document: unrelated sentences as context."""
-    from bertprobe.tasks.conll import DataFormatError, load_conll_dir
+    from bertprobe.errors import DataFormatError
+    from bertprobe.tasks.conll import load_conll_dir
     from bertprobe.tasks.tagging import TaggingTask
 
     for name in ("train", "validation", "test"):

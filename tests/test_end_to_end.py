@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import accelerate_launch
 
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import RunConfig
+from bertprobe.errors import ConfigError, NonFiniteLossError
 from bertprobe.features import weights_digest
-from bertprobe.train import NonFiniteLossError, replaces_best, run
+from bertprobe.train import replaces_best, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,8 +219,9 @@ def test_malformed_data_names_file_and_line(tiny_model_dir, tmp_path):
 
 def test_document_context_needs_document_boundaries(tiny_model_dir, tiny_tokenizer, tmp_path, monkeypatch):
     import bertprobe.tasks.conll as conll_module
+    from bertprobe.errors import DataFormatError
     from bertprobe.tasks import load_task
-    from bertprobe.tasks.conll import DataFormatError, corpus_from_records
+    from bertprobe.tasks.conll import corpus_from_records
 
     records = [(["john"], ["B-PER"])]  # like the Hub's copy: no -DOCSTART- rows
     corpus = corpus_from_records({"train": records, "validation": records, "test": records}, "hub:conll2003")
@@ -233,7 +235,8 @@ def test_document_context_needs_document_boundaries(tiny_model_dir, tiny_tokeniz
 def test_a_model_without_fast_tokenizer_is_refused(tiny_model_dir, monkeypatch):
     import transformers
 
-    from bertprobe.encoder import ModelLoadError, load_tokenizer
+    from bertprobe.encoder import load_tokenizer
+    from bertprobe.errors import ModelLoadError
 
     class SlowTokenizer:
         is_fast = False

@@ -20,11 +20,12 @@ from test_features import build
 from test_long_runs import Interrupted, interrupt_at_training_batch
 
 import bertprobe.train as train_module
-from bertprobe.checkpoint import COMPLETE_FILE, CheckpointError, checkpoint_root, complete_checkpoints, run_lock
-from bertprobe.config import ConfigError, RunConfig
-from bertprobe.features import MANIFEST, CacheError, FeatureCache, weights_digest
+from bertprobe.checkpoint import COMPLETE_FILE, checkpoint_root, complete_checkpoints, run_lock
+from bertprobe.config import RunConfig
+from bertprobe.errors import CacheError, CheckpointError, ConfigError, RecordWriteError
+from bertprobe.features import MANIFEST, FeatureCache, weights_digest
 from bertprobe.preflight import check_free_space, check_writable
-from bertprobe.results import RecordWriteError, unsaved_record_path
+from bertprobe.results import unsaved_record_path
 from bertprobe.train import run
 
 # ----------------------------------------------------------------------------- the feature cache

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertprobe.layer_spec import NAMED_STRATEGIES, LayerSpec, LayerSpecError, resolve_strategy
+from bertprobe.errors import LayerSpecError
+from bertprobe.layer_spec import NAMED_STRATEGIES, LayerSpec, resolve_strategy
 from bertprobe.layers import LayerCombiner, ScalarMix, select_layers
 from bertprobe.model import gather_words
 

@@ -13,13 +13,13 @@ import bertprobe.train as train_module
 from bertprobe.checkpoint import (
     COMPLETE_FILE,
     PROGRESS_FILE,
-    CheckpointError,
     TrainingProgress,
     checkpoint_name,
     checkpoint_root,
     latest_checkpoint,
 )
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import RunConfig
+from bertprobe.errors import CheckpointError, ConfigError
 from bertprobe.tasks.base import select_training_examples
 from bertprobe.train import run
 

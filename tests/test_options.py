@@ -21,10 +21,10 @@ from bertprobe.config import (
     RETIRED_OPTIONS,
     SWEEP_OVERRIDES,
     TASK_IDENTITY_OPTIONS,
-    ConfigError,
     RunConfig,
     find_record,
 )
+from bertprobe.errors import ConfigError
 from bertprobe.modes import Mode
 from bertprobe.tasks import is_tagging
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import FILLER, GLUE_DIR, PEOPLE, PLACES, needs_glue
 
-from bertprobe.config import ConfigError, RunConfig
+from bertprobe.config import RunConfig
+from bertprobe.errors import ConfigError
 from bertprobe.train import run
 
 
@@ -125,7 +126,7 @@ def test_regression_trains_with_mean_squared_error_to_a_falling_loss(tiny_model_
 
 
 def test_bilstm_head_is_refused_for_pooled_inputs(tiny_model_dir, classification_files, tmp_path):
-    from bertprobe.config import ConfigError
+    from bertprobe.errors import ConfigError
 
     config = sequence_config(tiny_model_dir, classification_files, tmp_path, mode="feature", head="bilstm")
     with pytest.raises(ConfigError, match="one pooled vector per input"):
@@ -135,7 +136,7 @@ def test_bilstm_head_is_refused_for_pooled_inputs(tiny_model_dir, classification
 @needs_glue
 def test_glue_task_from_local_files_encodes_mrpc_pairs(tiny_tokenizer):
     from bertprobe.tasks.classification import SequenceTask
-    from bertprobe.tasks.sequence import load_glue_dir
+    from bertprobe.tasks.glue import load_glue_dir
 
     corpus = load_glue_dir("mrpc", GLUE_DIR)
     task = SequenceTask("mrpc", corpus, tiny_tokenizer, 64, "first", "f1", "equivalent", 50, 0)

@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import GLUE_DIR, needs_glue
 
+from bertprobe.errors import DataFormatError
 from bertprobe.sequence_metrics import classification_scores, regression_scores
-from bertprobe.tasks.conll import DataFormatError
-from bertprobe.tasks.sequence import (
-    GLUE_TASKS,
-    SequenceExample,
-    build_corpus,
-    glue_task,
-    load_custom,
-    load_glue_dir,
-    load_glue_hub,
-    read_table,
-)
+from bertprobe.tasks.glue import GLUE_TASKS, glue_task, load_glue_dir, load_glue_hub
+from bertprobe.tasks.sequence import SequenceExample, build_corpus, load_custom, read_table
 
 
 def write(path: Path, text: str) -> Path:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from scipy.stats import ttest_ind
 
-from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, NoRecordsError
+from bertprobe.errors import NoRecordsError
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE
 from bertprobe.plots import (
     PLOTS,
     colors_by_system,

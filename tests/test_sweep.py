@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bertprobe.config import ConfigError
+from bertprobe.errors import ConfigError
 from bertprobe.sweep import expand, load_experiment, parse_where, run_sweep, selected
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,10 +14,10 @@ import pytest
 from scipy.stats import ttest_ind
 
 from bertprobe.config import BOOKKEEPING_OPTIONS, DATA_LOCATION_OPTIONS, RETIRED_OPTIONS
+from bertprobe.errors import NoRecordsError
 from bertprobe.formatting import (
     RESUMED_MARK,
     RESUMED_NOTE,
-    NoRecordsError,
     difference_of_means,
     format_difference,
     format_p_value,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bertprobe.config import ConfigError
+from bertprobe.errors import ConfigError
 from bertprobe.expected_max import curve, with_replacement, without_replacement
 from bertprobe.tuning import Dimension, Tuning, best_trial, parse_dimension, parse_systems
 

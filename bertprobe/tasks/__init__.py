@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bertprobe.tasks.sequence import GLUE_TASKS
+from bertprobe.tasks.glue import GLUE_TASKS
 
 if TYPE_CHECKING:
     from bertprobe.tasks.base import Task
@@ -28,7 +28,7 @@ def is_tagging(task: str) -> bool:
 
 def load_task(config, tokenizer, max_length: int) -> Task:
     """Load and encode the task a :class:`~bertprobe.config.RunConfig` names."""
-    from bertprobe.config import ConfigError
+    from bertprobe.errors import ConfigError
 
     if config.task in TAGGING_TASKS:
         from bertprobe.tasks.conll import load_conll_dir, load_conll_hub
@@ -49,7 +49,8 @@ def load_task(config, tokenizer, max_length: int) -> Task:
         )
 
     from bertprobe.tasks.classification import SequenceTask
-    from bertprobe.tasks.sequence import hold_out_dev, load_custom, load_glue_dir, load_glue_hub
+    from bertprobe.tasks.glue import load_glue_dir, load_glue_hub
+    from bertprobe.tasks.sequence import hold_out_dev, load_custom
 
     if config.task == "custom":
         if not (config.train_file and config.validation_file and config.text_columns and config.label_column):

@@ -41,7 +41,7 @@ class SequenceTask(Task):
         pair_encoding: str = "joint",
     ) -> None:
         if pair_encoding == "separate" and not corpus.is_pair:
-            from bertprobe.config import ConfigError
+            from bertprobe.errors import ConfigError
 
             raise ConfigError(
                 f"--pair-encoding separate applies to sentence-pair tasks; {name} has one text per example"

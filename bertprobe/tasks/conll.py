@@ -8,11 +8,13 @@ batching) is shared.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertprobe.errors import DataFormatError
 from bertprobe.results import write_text_atomic
+from bertprobe.tasks.text_files import numbered_lines
 
 DOCSTART = "-DOCSTART-"
 SPLIT_FILE_NAMES = {
@@ -26,36 +28,6 @@ SPLIT_FILE_NAMES = {
 COLUMN_SEPARATOR = re.compile(r"[ \t]+")
 #: What :func:`read_conll_file` strips from each end of a line (line ends included).
 _LINE_PADDING = " \t\r\n"
-
-
-class DataFormatError(ValueError):
-    """Input data that cannot be read; the message names the file and line."""
-
-
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """The lines of a UTF-8 text file numbered from 1 (a byte order mark dropped); a byte
-    that is not UTF-8 raises :func:`not_utf8_error`'s error instead of ``UnicodeDecodeError``."""
-    try:
-        with path.open(encoding="utf-8-sig") as handle:
-            yield from enumerate(handle, start=1)
-    except UnicodeDecodeError as error:
-        raise not_utf8_error(path, error) from error
-
-
-def not_utf8_error(path: Path, error: UnicodeDecodeError) -> DataFormatError:
-    """The :class:`DataFormatError` for a file that failed to decode as UTF-8: it names the
-    file, the line (counted at ``\\n``) and the first byte that is not UTF-8."""
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                byte = raw[bad.start : bad.start + 1].hex()
-                return DataFormatError(
-                    f"{path}:{line_number}: byte 0x{byte} is not UTF-8; data files must be UTF-8 encoded "
-                    "(convert the file, e.g. with iconv, and read it again)"
-                )
-    return DataFormatError(f"{path}: not UTF-8 ({error.reason}); data files must be UTF-8 encoded")
 
 
 @dataclass

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from bertprobe.alignment import EncodedWindow, encode_split
+from bertprobe.errors import DataFormatError
 from bertprobe.metrics import entity_scores
 from bertprobe.results import write_text_atomic
 from bertprobe.tasks.base import Task, select_training_examples
-from bertprobe.tasks.conll import DataFormatError, TaggedCorpus
+from bertprobe.tasks.conll import TaggedCorpus
 
 
 class TaggingTask(Task):
