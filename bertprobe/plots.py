@@ -40,10 +40,11 @@ import matplotlib.pyplot as plt  # after choosing the backend
 from matplotlib.figure import Figure
 
 from bertprobe.errors import NoRecordsError
-from bertprobe.formatting import finite, mean_or_none, sample_std, seed_count
+from bertprobe.formatting import seed_count
 from bertprobe.record import Record, primary_score, recorded
 from bertprobe.results import temporary_beside
 from bertprobe.rows import FINETUNE, Row, SectionKey, differing_labels, finetuning_gaps, group_rows, row_settings
+from bertprobe.stats import finite, mean_or_none, sample_std
 from bertprobe.tasks import TAGGING_TASKS
 from bertprobe.tasks_table import TASK_NAMES, TaskColumn, TaskSection, group_tasks
 

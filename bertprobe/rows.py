@@ -39,9 +39,10 @@ from bertprobe.config import (
     RETIRED_OPTIONS,
     TUNABLE_OPTIONS,
 )
-from bertprobe.formatting import difference_of_means, finite, mean_or_none, plain, sample_std, welch_p_value
+from bertprobe.formatting import plain
 from bertprobe.layer_spec import NAMED_STRATEGIES
 from bertprobe.modes import Mode
+from bertprobe.paper import PAPER_DEV_F1, PAPER_HEAD, PAPER_TASK, PAPER_TEST_F1
 from bertprobe.record import (
     Record,
     data_name,
@@ -52,6 +53,7 @@ from bertprobe.record import (
     recorded,
     train_examples,
 )
+from bertprobe.stats import difference_of_means, finite, mean_or_none, sample_std, welch_p_value
 
 FINETUNE = Mode.FINETUNE.value
 LORA = Mode.LORA.value
@@ -81,31 +83,6 @@ SYSTEM_NAMES: dict[str, str] = {
     "allweighted": "Weighted sum all layers",
     "last4sum": "Sum last four hidden",
 }
-
-#: Dev F1 (%) of BERT-base in Table 7 of Devlin et al. (2019), CoNLL-2003 NER.
-#: ``last4sum``: the published Table 7 has a "Sum last four hidden" row at 95.9;
-#: PROTOCOL.md lists only the weighted sum of the last four (also 95.9).
-PAPER_DEV_F1: dict[str, float] = {
-    FINETUNE: 96.4,
-    "embeddings": 91.0,
-    "second_last": 95.6,
-    "last": 94.9,
-    "last4weighted": 95.9,
-    "last4concat": 96.1,
-    "allweighted": 95.5,
-    "last4sum": 95.9,
-}
-
-#: The paper reports test F1 for fine-tuning only.
-PAPER_TEST_F1: dict[str, float] = {FINETUNE: 92.4}
-
-#: The paper's numbers are compared only with runs of this task.
-PAPER_TASK = "conll2003"
-
-#: The head of each of the paper's rows: a linear layer on the fine-tuned model, a two-layer
-#: BiLSTM on frozen features. A row with another head (a linear probe of frozen features,
-#: say) is not the paper's experiment and gets no paper value beside it.
-PAPER_HEAD = {Mode.FINETUNE.value: "linear", Mode.FEATURE.value: "bilstm"}
 
 #: Named layer strategies written out, so that a run given the spelled-out spec lands in the named row.
 _STRATEGY_SPECS: dict[str, str] = {spec: name for name, spec in NAMED_STRATEGIES.items()}

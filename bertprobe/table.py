@@ -34,22 +34,13 @@ from bertprobe.formatting import (
     format_train_time,
     joined_scores,
     markdown_table,
-    mean_or_none,
     plain,
-    sample_std,
     write_csv,
 )
+from bertprobe.paper import PAPER_TASK, PAPER_TEST_F1
 from bertprobe.record import Record
-from bertprobe.rows import (
-    FINETUNE,
-    PAPER_TASK,
-    PAPER_TEST_F1,
-    FinetuningGap,
-    Row,
-    SectionKey,
-    finetuning_gaps,
-    group_rows,
-)
+from bertprobe.rows import FINETUNE, FinetuningGap, Row, SectionKey, finetuning_gaps, group_rows
+from bertprobe.stats import mean_or_none, sample_std
 from bertprobe.tasks_table import render_tasks_csv, render_tasks_markdown
 
 CSV_COLUMNS = (

@@ -34,9 +34,7 @@ from bertprobe.formatting import (
     format_train_time,
     joined_scores,
     markdown_table,
-    mean_or_none,
     plain,
-    sample_std,
     seed_count,
     write_csv,
 )
@@ -56,6 +54,7 @@ from bertprobe.rows import (
     system_name,
     system_rank,
 )
+from bertprobe.stats import mean_or_none, sample_std
 
 #: Display names of tasks and metrics for the tasks layout's column headings, in column order.
 TASK_NAMES: dict[str, str] = {

@@ -15,17 +15,12 @@ from scipy.stats import ttest_ind
 
 from bertprobe.config import BOOKKEEPING_OPTIONS, DATA_LOCATION_OPTIONS, RETIRED_OPTIONS
 from bertprobe.errors import NoRecordsError
-from bertprobe.formatting import (
-    RESUMED_MARK,
-    RESUMED_NOTE,
-    difference_of_means,
-    format_difference,
-    format_p_value,
-    welch_p_value,
-)
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, format_difference, format_p_value
+from bertprobe.paper import PAPER_DEV_F1
 from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic, seed_points
 from bertprobe.record import load_records, recorded
-from bertprobe.rows import IGNORED_CONFIG_KEYS, PAPER_DEV_F1, finetuning_gaps, group_rows
+from bertprobe.rows import IGNORED_CONFIG_KEYS, finetuning_gaps, group_rows
+from bertprobe.stats import difference_of_means, welch_p_value
 from bertprobe.table import CSV_COLUMNS, render_csv, render_markdown
 
 BASE = "bert-base-cased"
