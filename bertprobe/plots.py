@@ -231,6 +231,8 @@ class Curve:
     section: SectionKey
     label: str
     points: list[CurvePoint]
+    system: str = ""  # the row's system key: its colour (:func:`colors_by_system`)
+    tuned: bool = False  # a tuned variant: drawn dashed, in its system's colour
 
 
 @dataclass(frozen=True)
@@ -381,7 +383,7 @@ def learning_curves(records: Iterable[Record]) -> list[Curve]:
                 by_fraction.setdefault(1.0 if fraction is None else float(fraction), []).append(record)
             points = [point for fraction, same in sorted(by_fraction.items()) if (point := _point(fraction, same))]
             if points:
-                curves.append(Curve(section, row.label, points))
+                curves.append(Curve(section, row.label, points, row.system, row.tuned))
     return curves
 
 
@@ -389,10 +391,12 @@ def learning_curves(records: Iterable[Record]) -> list[Curve]:
 
 
 def _band(axis, curve: Curve, color: object, marker: str = "o") -> None:
-    """The curve's means as a line with a ± std band (points with one seed add no width)."""
+    """The curve's means as a line with a ± std band (points with one seed add no width); a
+    tuned variant dashed, with square markers, in its system's colour."""
     xs = [point.x for point in curve.points]
     means = [point.mean for point in curve.points]
-    axis.plot(xs, means, marker=marker, markersize=4, color=color, label=curve.label)
+    style = {"linestyle": "--", "marker": "s", "markersize": 5} if curve.tuned else {"marker": marker, "markersize": 4}
+    axis.plot(xs, means, color=color, label=curve.label, **style)
     if any(point.std is not None for point in curve.points):
         stds = [point.std or 0.0 for point in curve.points]
         lows = [mean - std for mean, std in zip(means, stds, strict=True)]
@@ -508,7 +512,7 @@ def plot_learning_curves(records: Iterable[Record], path: str | Path) -> Path:
     figure, axes = plt.subplots(len(sections), 1, figsize=(8.0, 4.8 * len(sections)), squeeze=False)
     for axis, section in zip(axes[:, 0], sections, strict=True):
         mine = [curve for curve in curves if curve.section == section]
-        for curve, color in zip(mine, _colors(len(mine)), strict=True):
+        for curve, color in zip(mine, colors_by_system([curve.system or curve.label for curve in mine]), strict=True):
             _band(axis, curve, color)
         fractions = sorted({point.x for curve in mine for point in curve.points})
         axis.set_xscale("log")
