@@ -27,6 +27,10 @@ RESULTS = ROOT / "results"
 #: the documents that copy results tables, relative to the repository root
 DOCUMENTS: tuple[str, ...] = ("README.md", "docs/results.md")
 
+#: The layout (or figure kind) of a tuning's report: ``tuning:`` and the tuning file, rendered as
+#: ``bertprobe tune FILE --report`` (``--figure``) renders it, from the records of the folder.
+TUNING = "tuning:"
+
 #: rendered file under results/ -> (records folder under results/, ``bertprobe table --layout``)
 RENDERED: dict[str, tuple[str, str]] = {
     "table7_minilm.md": ("table7_minilm", "table7"),
@@ -35,6 +39,7 @@ RENDERED: dict[str, tuple[str, str]] = {
     "learning_curve_lr_minilm.md": ("learning_curve_lr_minilm", "table7"),
     "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
     "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
+    "tune_conll_1pct_minilm.md": ("tune_conll_1pct_minilm", f"{TUNING}experiments/tune_conll_1pct.yaml"),
 }
 
 #: figure under results/ -> (records folders under results/, ``bertprobe plot --kind``)
@@ -44,6 +49,8 @@ FIGURES: dict[str, tuple[tuple[str, ...], str]] = {
     "learning_curve_minilm.png": (("learning_curve_minilm",), "curve"),
     "cost_minilm.png": (("learning_curve_minilm",), "cost"),
     "tune_or_not_minilm_cost.png": (("tune_or_not_minilm",), "cost"),
+    "tune_conll_1pct_minilm.png": (("tune_conll_1pct_minilm",), f"{TUNING}experiments/tune_conll_1pct.yaml"),
+    "learning_curve_tuned_minilm.png": (("learning_curve_minilm", "tune_conll_1pct_minilm/final"), "curve"),
 }
 
 
@@ -63,12 +70,31 @@ def markdown_tables(text: str) -> list[list[str]]:
 
 
 def render(folder: str, layout: str, results: Path = RESULTS) -> str:
-    """What ``bertprobe table results/FOLDER --layout LAYOUT`` prints as Markdown."""
+    """What ``bertprobe table results/FOLDER --layout LAYOUT`` prints as Markdown, or for a
+    ``tuning:FILE`` layout what ``bertprobe tune FILE --report`` writes."""
     from bertprobe.record import load_records
     from bertprobe.table import LAYOUTS
 
+    if layout.startswith(TUNING):
+        from bertprobe.tune_report import render_tuning_markdown, summarize
+
+        tuning, title = committed_tuning(folder, layout[len(TUNING) :], results)
+        return render_tuning_markdown(summarize(tuning), title)
     render_markdown, _ = LAYOUTS[layout]
     return render_markdown(load_records(results / folder))
+
+
+def committed_tuning(folder: str, tuning_file: str, results: Path = RESULTS):
+    """The tuning of ``tuning_file`` whose records are under ``results/folder``, with the
+    options its trials ran with (read from a trial's record: the model and the data folder
+    name the runs) and that folder as its output; and its report's title."""
+    from bertprobe.record import load_records
+    from bertprobe.tuning import Tuning
+
+    config = load_records(results / folder / "trials")[0]["config"]
+    overrides = {"model": config["model"], "data_dir": config["data_dir"], "output_dir": str(results / folder)}
+    tuning = Tuning(ROOT / tuning_file, overrides=overrides)
+    return tuning, str(tuning.spec.get("description") or tuning.spec.get("name", "tuning"))
 
 
 def sync_copies(document: str, old: str, new: str) -> tuple[str, int]:
@@ -142,6 +168,13 @@ def redraw(results: Path, figures: dict[str, tuple[tuple[str, ...], str]]) -> No
     from bertprobe.record import load_records
 
     for name, (folders, kind) in figures.items():
+        if kind.startswith(TUNING):
+            from bertprobe.tune_report import plot_expected_max, summarize
+
+            [folder] = folders
+            tuning, title = committed_tuning(folder, kind[len(TUNING) :], results)
+            print(f"{plot_expected_max(summarize(tuning), results / name, title)}: re-drawn")
+            continue
         records = [record for folder in folders for record in load_records(results / folder)]
         print(f"{PLOTS[kind](records, results / name)}: re-drawn")
 
