@@ -40,6 +40,7 @@ RENDERED: dict[str, tuple[str, str]] = {
     "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
     "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
     "tune_conll_1pct_minilm.md": ("tune_conll_1pct_minilm", f"{TUNING}experiments/tune_conll_1pct.yaml"),
+    "tune_conll_1pct_minilm_final.md": ("tune_conll_1pct_minilm/final", "table7"),
 }
 
 #: figure under results/ -> (records folders under results/, ``bertprobe plot --kind``)
