@@ -38,6 +38,7 @@ RENDERED: dict[str, tuple[str, str]] = {
     "learning_curve_minilm.md": ("learning_curve_minilm", "table7"),
     "learning_curve_lr_minilm.md": ("learning_curve_lr_minilm", "table7"),
     "tune_or_not_minilm.md": ("tune_or_not_minilm", "tasks"),
+    "frozen_pooling_minilm.md": ("frozen_pooling_minilm", "tasks"),
     "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
     "tune_conll_1pct_minilm.md": ("tune_conll_1pct_minilm", f"{TUNING}experiments/tune_conll_1pct.yaml"),
     "tune_conll_1pct_minilm_final.md": ("tune_conll_1pct_minilm/final", "table7"),
