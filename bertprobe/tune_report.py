@@ -48,7 +48,7 @@ def summarize(tuning: Tuning) -> list[SystemSummary]:
         summary = SystemSummary(system.name, tuning.count, [score for _, _, score in trials])
         if trials and any(math.isfinite(score) for *_, score in trials):
             summary.best_index, summary.best_settings, _ = best_trial(trials)
-            configs = tuning.final_configs(system)
+            configs = tuning.final_configs(system, trials)
             summary.final_seeds = len(configs)
             for config in configs:
                 if (path := find_record(config)) is not None:

@@ -376,9 +376,10 @@ class Tuning:
                 found.append((index, settings, dev_score(read_record(path))))
         return found
 
-    def final_configs(self, system: System) -> list[RunConfig]:
-        """The best dev trial's settings with each of the file's final seeds."""
-        _, settings, _ = best_trial(self.trials_of(system))
+    def final_configs(self, system: System, trials: list[tuple[int, dict[str, object], float]]) -> list[RunConfig]:
+        """The best dev trial's settings, among the system's ``trials`` (:meth:`trials_of`),
+        with each of the file's final seeds."""
+        _, settings, _ = best_trial(trials)
         seeds = self.spec.get("final_seeds") or [1, 2, 3]
         return [trial_config(self.spec, system, settings, self.overrides, seed, "final") for seed in seeds]
 
@@ -390,6 +391,6 @@ class Tuning:
                     f"{system.name}: {len(trials)} of {self.count} trials are complete; finish them first "
                     f"(bertprobe tune {self.path}) so every system is chosen from the same budget"
                 )
-            for config in self.final_configs(system):
+            for config in self.final_configs(system, trials):
                 record = run_or_read(config)
                 print(f"{system.name} seed {config.seed}: dev {dev_score(record):.4f}")
