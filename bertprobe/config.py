@@ -27,7 +27,11 @@ MIXED_PRECISION = (None, "no", "fp16", "bf16")  # None: whatever `accelerate lau
 REPORT_TO = (None, "tensorboard")
 
 #: The groups of ``bertprobe --help``, in order.
-GROUPS = ("task and data", "model and layers", "training", "output and bookkeeping")
+TASK = "task and data"
+MODEL = "model and layers"
+TRAINING = "training"
+OUTPUT = "output and bookkeeping"
+GROUPS = (TASK, MODEL, TRAINING, OUTPUT)
 
 #: Options that no longer exist but that older records hold: readers ignore them.
 RETIRED_OPTIONS = frozenset({"trim_heap_every"})
@@ -36,11 +40,12 @@ RETIRED_OPTIONS = frozenset({"trim_heap_every"})
 def option(
     default: object = None,
     help: str = "",
-    group: str = "training",
+    group: str = TRAINING,
     *,
     first_release: bool = False,
     bookkeeping: bool = False,
     task_identity: bool = False,
+    data_location: bool = False,
     sweep_override: bool = False,
     applies_when: dict[str, tuple[object, ...]] | None = None,
     default_factory: object = None,
@@ -57,6 +62,8 @@ def option(
     * ``bookkeeping``: names folders or caches or keeps books; cannot change what a run
       measures, so it stays out of the run's name and never splits a row of a table.
     * ``task_identity``: says which task and data a run used (the tasks table's column).
+    * ``data_location``: says where the data were read from; a table's section names the data
+      set (:func:`bertprobe.record.data_name`), so two paths to one folder never split its rows.
     * ``sweep_override``: ``bertprobe sweep`` accepts it to override every run of a file.
     * ``applies_when``: the option acts only when these other options have these values
       (``None`` standing for their default); elsewhere it never splits a row.
@@ -68,9 +75,9 @@ def option(
     assert group in GROUPS, group
     metadata = {
         "help": help, "group": group, "first_release": first_release, "bookkeeping": bookkeeping,
-        "task_identity": task_identity, "sweep_override": sweep_override, "applies_when": applies_when or {},
+        "task_identity": task_identity, "data_location": data_location, "sweep_override": sweep_override,
+        "applies_when": applies_when or {}, "tunable": tunable,
         "record_default": default if record_default is None else record_default,
-        "tunable": tunable,
     }  # fmt: skip
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)  # type: ignore[arg-type]
@@ -99,10 +106,6 @@ def default_cache_dir(environ: dict[str, str] | None = None) -> str:
     return os.path.join(base, "bertprobe")
 
 
-TASK = "task and data"
-MODEL = "model and layers"
-TRAINING = "training"
-OUTPUT = "output and bookkeeping"
 BILSTM = {"head": (None, "bilstm")}
 LORA_ONLY = {"mode": (Mode.LORA,)}
 
@@ -133,11 +136,11 @@ class RunConfig:
     )  # fmt: skip
     data_dir: str | None = option(
         None, "folder with the task's train/validation/test files; without it the Hub dataset is loaded", TASK,
-        first_release=True, task_identity=True, sweep_override=True,
+        first_release=True, task_identity=True, data_location=True, sweep_override=True,
     )  # fmt: skip
     hub_dataset: str = option(
         "conll2003", "Hub dataset id of --task conll2003 when --data-dir is not given", TASK, first_release=True,
-        task_identity=True, sweep_override=True,
+        task_identity=True, data_location=True, sweep_override=True,
     )  # fmt: skip
     context: str = option(
         "sentence", "tagging tasks: sentence (each sentence alone) or document (as much of its document as fits "
@@ -153,11 +156,14 @@ class RunConfig:
         "sentence encoded alone, u and v; the head reads [u; v; |u - v|; u * v], as SentEval does)", TASK,
     )  # fmt: skip
     train_file: str | None = option(
-        None, "--task custom: training file (.tsv, .csv or .jsonl)", TASK, first_release=True, task_identity=True
+        None, "--task custom: training file (.tsv, .csv or .jsonl)", TASK, first_release=True, task_identity=True,
+        data_location=True,
+    )  # fmt: skip
+    validation_file: str | None = option(
+        None, "--task custom: dev file", TASK, first_release=True, task_identity=True, data_location=True
     )
-    validation_file: str | None = option(None, "--task custom: dev file", TASK, first_release=True, task_identity=True)
     test_file: str | None = option(
-        None, "--task custom: test file (optional)", TASK, first_release=True, task_identity=True
+        None, "--task custom: test file (optional)", TASK, first_release=True, task_identity=True, data_location=True
     )
     text_columns: str | None = option(
         None, "--task custom: one or two comma-separated text columns, e.g. sentence1,sentence2", TASK,
@@ -600,9 +606,8 @@ BOOKKEEPING_OPTIONS = _options("bookkeeping")
 TUNABLE_OPTIONS = _options("tunable")
 #: Options that say which task and data a run used.
 TASK_IDENTITY_OPTIONS = _options("task_identity")
-#: Options that say where the data were read from: a table's section names the data set
-#: (:func:`bertprobe.record.data_name`), so two paths to one folder never split its rows.
-DATA_LOCATION_OPTIONS = frozenset({"data_dir", "hub_dataset", "train_file", "validation_file", "test_file"})
+#: Options that say where the data were read from (see :func:`option`).
+DATA_LOCATION_OPTIONS = _options("data_location")
 #: Options ``bertprobe sweep`` lets the command line override for every run of a file.
 SWEEP_OVERRIDES = tuple(f.name for f in fields(RunConfig) if f.metadata["sweep_override"])
 #: Where each option acts only with certain values of other options (see :func:`option`).

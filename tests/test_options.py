@@ -15,6 +15,7 @@ import pytest
 from bertprobe.cli import build_parser, config_from_args
 from bertprobe.config import (
     BOOKKEEPING_OPTIONS,
+    DATA_LOCATION_OPTIONS,
     FIRST_RELEASE_OPTIONS,
     GROUPS,
     RECORD_DEFAULTS,
@@ -110,6 +111,8 @@ def test_every_option_has_help_a_group_and_one_kind():
         "task", "data_dir", "hub_dataset", "train_file", "validation_file", "test_file", "text_columns",
         "label_column", "regression",
     } == TASK_IDENTITY_OPTIONS  # fmt: skip
+    assert {"data_dir", "hub_dataset", "train_file", "validation_file", "test_file"} == DATA_LOCATION_OPTIONS
+    assert DATA_LOCATION_OPTIONS <= TASK_IDENTITY_OPTIONS
     assert {"compile", "cpu_threads", "output_dir", "checkpoint_every", "resume"} <= BOOKKEEPING_OPTIONS
     assert "mixed_precision" not in BOOKKEEPING_OPTIONS  # it changes the numbers
 
