@@ -345,7 +345,8 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
     system = system_key(record) if system is None else system
     skipped = set(IGNORED_CONFIG_KEYS) | set(ignore)
     values = {**RECORD_DEFAULTS, **config}
-    if is_tuned(record):  # the tuning chose these: one row per tuned system, never split by its choice
+    tuned = is_tuned(record)
+    if tuned:  # the tuning chose these: one row per tuned system, never split by its choice
         skipped |= TUNABLE_OPTIONS
     for key, conditions in OPTION_CONDITIONS.items():
         if any(values.get(other) not in allowed for other, allowed in conditions.items()):
@@ -355,7 +356,7 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
         settings.pop("layers", None)  # the encoder-training modes always use the last layer, whatever --layers says
     elif "layers" not in skipped:
         settings["layers"] = system  # a spelled-out named strategy joins the named row
-    if is_tuned(record):
+    if tuned:
         settings[TUNED_TAG] = True  # never in one row with untuned runs of the system
     return settings
 
