@@ -30,7 +30,7 @@ import torch
 from bertprobe.alignment import EncodedWindow, encode_split
 from bertprobe.encoder import describe, load_config, load_encoder, load_tokenizer
 from bertprobe.features import FeatureCache, same_input_groups, weights_digest
-from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
+from bertprobe.results import code_commit, provenance, write_json_atomic
 from bertprobe.tasks.conll import TaggedSplit, load_conll_dir
 
 ARMS = ("shared", "per_window")
@@ -110,10 +110,7 @@ def main() -> int:
             "max_abs_difference": float(difference.max()),
             "fraction_bit_identical": float((difference == 0).mean()),
         },
-        "command": command_line(),
-        "git_commit": commit,
-        "machine": machine_description(),
-        "versions": package_versions(),
+        **provenance(commit),
     }
     write_json_atomic(args.report, report)
     print(f"\n{args.context} context: windows, distinct inputs, real sub-tokens to encode (per window / shared)")

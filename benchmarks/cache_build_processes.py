@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
+from bertprobe.results import code_commit, provenance, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,10 +74,7 @@ def main() -> int:
         "cache_seconds": seconds,
         "median_cache_seconds": median,
         "n_over_1": ratio,
-        "command": command_line(),
-        "git_commit": commit,
-        "machine": machine_description(),
-        "versions": package_versions(),
+        **provenance(commit),
     }
     write_json_atomic(args.report, report)
     print(f"median cache build, 1 process:  {median['1']:7.1f} s")

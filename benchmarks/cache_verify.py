@@ -34,7 +34,7 @@ from bertprobe.encoder import describe, load_config, load_encoder, load_tokenize
 from bertprobe.features import DATA_FILES, FeatureCache, FeatureDataset, damage, weights_digest
 from bertprobe.layer_spec import resolve_strategy
 from bertprobe.preflight import human_bytes
-from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
+from bertprobe.results import code_commit, provenance, write_json_atomic
 from bertprobe.tasks.conll import load_conll_dir
 
 
@@ -88,10 +88,7 @@ def main() -> int:
         "seconds": seconds,
         "median_seconds": median,
         "verify_over_read": ratio,
-        "command": command_line(),
-        "git_commit": commit,
-        "machine": machine_description(),
-        "versions": package_versions(),
+        **provenance(commit),
     }
     write_json_atomic(args.report, report)
     print(f"{args.split} cache of {args.layers}: {len(windows):,} windows, {human_bytes(size)}")

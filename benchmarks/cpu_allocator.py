@@ -50,14 +50,7 @@ import torch
 
 from bertprobe.cpu_heap import trim_heap
 from bertprobe.encoder import load_encoder
-from bertprobe.results import (
-    code_commit,
-    command_line,
-    is_allocator_variable,
-    machine_description,
-    package_versions,
-    write_json_atomic,
-)
+from bertprobe.results import code_commit, is_allocator_variable, provenance, write_json_atomic
 
 HEAP_ONLY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36)}
 
@@ -231,10 +224,7 @@ def main() -> int:
         "median": summary,
         "speedup_vs_default": speedups,
         "losses_bit_identical": same_losses,
-        "command": command_line(),
-        "git_commit": commit,
-        "machine": machine_description(),
-        "versions": package_versions(),
+        **provenance(commit),
     }
     write_json_atomic(args.report, report)
     print(

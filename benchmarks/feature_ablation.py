@@ -33,13 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bertprobe.config import RunConfig
-from bertprobe.results import (
-    code_commit,
-    command_line,
-    machine_description,
-    package_versions,
-    write_json_atomic,
-)
+from bertprobe.results import code_commit, provenance, write_json_atomic
 from bertprobe.tasks.conll import find_split_file, load_conll_dir, write_conll_file
 from bertprobe.train import run
 
@@ -144,10 +138,7 @@ def main() -> int:
         "speedup_cached_vs_uncached": speedup,
         "cached_over_floor": over_floor,
         "floor_seconds": floor,
-        "command": command_line(),
-        "git_commit": commit,
-        "machine": machine_description(),
-        "versions": package_versions(),
+        **provenance(commit),
     }
     write_json_atomic(args.report, report)
     print()

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bertprobe.config import RunConfig
-from bertprobe.results import code_commit, command_line, machine_description, package_versions, write_json_atomic
+from bertprobe.results import code_commit, provenance, write_json_atomic
 from bertprobe.train import run
 
 MIB = 2**20
@@ -63,10 +63,7 @@ def main() -> int:
         "peak_rss_bytes": peaks,
         "growth_over_first_bytes": [peak - peaks[0] for peak in peaks[1:]],
         "kept_run_would_add_bytes": 4 * parameter_bytes,  # weights, gradients, two Adam moments
-        "command": command_line(),
-        "git_commit": commit,
-        "machine": machine_description(),
-        "versions": package_versions(),
+        **provenance(commit),
     }
     write_json_atomic(args.report, report)
     if not report["peak_is_per_run"]:

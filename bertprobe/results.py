@@ -153,6 +153,17 @@ def command_line() -> str:
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
+def provenance(commit: str) -> dict[str, object]:
+    """What a benchmark's report records beside its numbers: the command, the commit of the
+    code (:func:`code_commit`, read when the script started), the machine and the versions."""
+    return {
+        "command": command_line(),
+        "git_commit": commit,
+        "machine": machine_description(),
+        "versions": package_versions(),
+    }
+
+
 def read_record(path: str | Path) -> dict[str, object]:
     with open(path, encoding="utf-8") as stream:
         return json.load(stream)
