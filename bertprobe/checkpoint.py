@@ -91,6 +91,14 @@ def checkpoint_root(output_dir: str | Path, run_name: str) -> Path:
     return Path(output_dir) / "checkpoints" / run_name
 
 
+def run_checkpoints(output_dir: str | Path, names: Sequence[str]) -> Path:
+    """The checkpoints folder of a run known by ``names``, newest first (as
+    :meth:`~bertprobe.config.RunConfig.record_names` lists them): the first that exists, so
+    a run interrupted before its name changed still resumes; else the newest name's."""
+    folders = [checkpoint_root(output_dir, name) for name in names]
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """The checkpoint folders whose save completed, newest first."""
     if not root.is_dir():

@@ -31,11 +31,11 @@ from bertprobe.batching import FeatureCollator, LengthGroupedBatches, SortedBatc
 from bertprobe.checkpoint import (
     COMPLETE_FILE,
     TrainingProgress,
-    checkpoint_root,
     load_checkpoint,
     refuse_to_overwrite,
     remove_checkpoints,
     resume_point,
+    run_checkpoints,
     run_lock,
     save_checkpoint,
     store_unwrapped_weights,
@@ -283,7 +283,7 @@ def run(config: RunConfig, keep_model: bool = False) -> RunResult:
     config = config.resolved()
     if keep_model and config.pair_encoding == "separate":
         raise ConfigError("keep_model: a head on sentence pairs encoded apart reads cached features only")
-    checkpoints = checkpoint_root(config.output_dir, config.run_name())
+    checkpoints = run_checkpoints(config.output_dir, config.record_names())
     refuse_sharding(os.environ)
     check_writable(config.output_dir, "--output-dir")  # before any model loads, not after training
     if config.mode.uses_cache and config.feature_cache:

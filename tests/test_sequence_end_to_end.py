@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import FILLER, GLUE_DIR, PEOPLE, PLACES, needs_glue
+from test_long_runs import Interrupted, interrupt_at_epoch
 
+from bertprobe.checkpoint import checkpoint_root
 from bertprobe.config import RunConfig
 from bertprobe.errors import ConfigError
 from bertprobe.train import run
@@ -362,3 +364,25 @@ def test_cosine_scores_pairs_with_nothing_trained(tiny_model_dir, similarity_fil
         ConfigError, match=r"--mode cosine scores sentence pairs against real-valued labels.*class labels"
     ):
         run(classes)
+
+
+@pytest.mark.slow
+def test_a_run_checkpointed_under_its_older_name_resumes_there(
+    tiny_model_dir, classification_files, tmp_path, monkeypatch
+):
+    """A custom-file run's name lost its context part in a later release: a run interrupted
+    before then resumes from the checkpoints under the older name."""
+    config = sequence_config(tiny_model_dir, classification_files, tmp_path, mode="finetune", lr=1e-3, epochs=3,
+                             resume=True)  # fmt: skip
+    newest, older = config.record_names()
+    assert older == newest.replace("_seed2_", "_sentence_seed2_")
+    interrupt_at_epoch(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        run(config)
+    monkeypatch.undo()
+    checkpoint_root(config.output_dir, newest).rename(checkpoint_root(config.output_dir, older))
+    record = run(config)
+    assert record["resumed_from"] == str(checkpoint_root(config.output_dir, older) / "epoch-2")
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3]
+    assert (tmp_path / "runs" / f"{newest}.json").is_file()  # written under the newest name
+    assert not checkpoint_root(config.output_dir, older).exists()  # and the old checkpoints cleaned up
