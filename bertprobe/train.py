@@ -42,7 +42,7 @@ from bertprobe.checkpoint import (
     training_fingerprint,
 )
 from bertprobe.config import RunConfig
-from bertprobe.cpu_heap import allocator_hint
+from bertprobe.cpu_heap import allocator_hint, release_free_memory
 from bertprobe.encoder import (
     EncoderInfo,
     check_local_weights,
@@ -299,6 +299,8 @@ def run(config: RunConfig, keep_model: bool = False) -> RunResult:
         for folder in reversed(made_here):
             if holds_lock and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
+        gc.collect()  # the run's model and optimizer are unreachable now that _run has returned
+        release_free_memory()  # so the next run of this process starts from what is live
 
 
 @dataclass

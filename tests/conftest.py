@@ -150,3 +150,13 @@ def windows(toy_data_dir, tiny_tokenizer):
     corpus = load_conll_dir(toy_data_dir)
     labels = {label: i for i, label in enumerate(corpus.label_list())}
     return encode_split(corpus.splits["validation"], tiny_tokenizer, labels, max_length=64, context="document")
+
+
+def find_jemalloc() -> str | None:
+    """A libjemalloc on this machine (Debian and Ubuntu: libjemalloc2; Fedora: jemalloc), if any."""
+    candidates = [
+        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib64/libjemalloc.so.2",
+    ]
+    return next((path for path in candidates if Path(path).is_file()), None)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import find_jemalloc
 
 from bertprobe.alignment import encode_split
 from bertprobe.tasks.conll import load_conll_dir
@@ -202,16 +203,6 @@ def test_cpu_allocator_benchmark_runs_every_arm_on_the_same_steps(tiny_model_dir
     assert report["machine"].get("allocator_env") is None  # the parent sets none; each arm its own
     assert set(report["speedup_vs_default"]) == {"heap_only", "heap_trim_1", "heap_trim_8"}
     assert "speed-up" in result.stdout and report["git_commit"]
-
-
-def find_jemalloc() -> str | None:
-    """A libjemalloc on this machine (Debian and Ubuntu: libjemalloc2; Fedora: jemalloc), if any."""
-    candidates = [
-        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-        "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
-        "/usr/lib64/libjemalloc.so.2",
-    ]
-    return next((path for path in candidates if Path(path).is_file()), None)
 
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="no libjemalloc on this machine")

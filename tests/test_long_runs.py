@@ -383,3 +383,17 @@ def test_resume_with_compile_toggled_gives_the_uninterrupted_result(
     assert resumed["resumed_from"] is not None
     assert resumed["history"] == reference["history"]
     assert resumed["metrics"] == reference["metrics"]
+
+
+def test_every_run_hands_its_free_memory_back_when_it_ends_or_stops(
+    tiny_model_dir, toy_data_dir, tmp_path, monkeypatch
+):
+    """So the next run of a sweep's or a tuning's process starts from what is live."""
+    released = []
+    monkeypatch.setattr(train_module, "release_free_memory", lambda: released.append("purged"))
+    run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "finished", epochs=1, max_train_examples=20))
+    assert released == ["purged"]
+    interrupt_at_epoch(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        run(toy_config(tiny_model_dir, toy_data_dir, tmp_path / "stopped", epochs=2, max_train_examples=20))
+    assert released == ["purged", "purged"]
