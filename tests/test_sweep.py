@@ -34,6 +34,24 @@ def test_table7_protocol_file_states_the_paper_setup():
     assert len(grid) == (2 * 3 * 3) * 5 + 6 * 5
 
 
+def test_the_table7_learning_rate_grid_reads_table7s_own_fine_tuning_run_and_picks_a_winner_by_where():
+    """Its first step re-uses the committed 5e-5 seed-1 record of Table 7 instead of
+    re-running hours of document-context fine-tuning; its second runs one rate, 5 seeds."""
+    minilm = {"model": "sentence-transformers/all-MiniLM-L6-v2", "data_dir": "../shared/data/conll2003"}
+    grid = list(expand(load_experiment(ROOT / "experiments" / "table7_lr.yaml"), minilm))
+    assert [(c.lr, c.seed) for c in grid] == [(5e-5, 1), (1e-4, 1), (2e-4, 1)]
+    table7 = list(expand(load_experiment(ROOT / "experiments" / "table7.yaml"), minilm))
+    [paper_rate] = [c for c in table7 if c.mode == "finetune" and c.seed == 1]
+    assert grid[0].run_name() == paper_rate.run_name()
+    assert (ROOT / "results" / "table7_minilm" / f"{paper_rate.run_name()}.json").is_file()
+    assert all(c.context == "document" and c.epochs == 3 and c.train_fraction is None for c in grid)
+    step_two = {**load_experiment(ROOT / "experiments" / "table7_lr.yaml"), "seeds": [1, 2, 3, 4, 5]}  # --seeds
+    where = parse_where(["lr=2e-4"])
+    winner = [c for c in expand(step_two, minilm) if selected(c, where)]
+    assert [(c.lr, c.seed) for c in winner] == [(2e-4, seed) for seed in (1, 2, 3, 4, 5)]
+    assert winner[0].run_name() == grid[2].run_name()  # its seed 1 is step one's run, read again
+
+
 def test_command_line_overrides_win_over_the_file():
     experiment = load_experiment(ROOT / "experiments" / "table7.yaml")
     configs = list(expand(experiment, {"model": "/models/minilm", "data_dir": "/data/conll", "context": "sentence"}))
