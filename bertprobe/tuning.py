@@ -255,9 +255,31 @@ def run_trials(study, objective: Callable[[dict[str, object]], float]) -> int:
         ran += 1
         return objective(trial.user_attrs["settings"])
 
-    while waiting_trials(study):
+    while requeue_dead(study) or waiting_trials(study):
         study.optimize(one, n_trials=1)
     return ran
+
+
+def requeue_dead(study) -> int:
+    """Fail the running trials whose worker died (a database storage's heartbeat silent for
+    the grace period), so that the retry callback queues each again; how many. Optuna looks
+    only when a worker starts a trial, so a worker that finds the queue empty asks first:
+    a trial whose worker was killed is then run again, not left running for ever."""
+    import warnings
+
+    import optuna
+
+    before = waiting_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return waiting_trials(study) - before
+
+
+def still_running(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def completed(study) -> list[tuple[int, dict[str, object], float]]:
@@ -361,6 +383,11 @@ class Tuning:
             ran[system.name] = run_trials(study, objective)
             done = len([t for t in completed(study) if t[0] < self.count])
             print(f"{system.name}: {done}/{self.count} trials complete ({ran[system.name]} run by this worker)")
+            if done < self.count and (running := still_running(study)):
+                print(
+                    f"{system.name}: {running} trial(s) still running in other workers; one whose worker died is "
+                    f"queued again after {self.grace} s without a heartbeat: then run this command again"
+                )
         return ran
 
     def trials_of(self, system: System) -> list[tuple[int, dict[str, object], float]]:

@@ -216,3 +216,32 @@ def test_the_command_line_reports_an_unknown_system_and_an_empty_study(tiny_mode
     assert main(["tune", str(path), "--report", str(report)]) == 0
     [row] = [line for line in report.read_text().splitlines() if line.startswith("| frozen_last")]
     assert row.startswith("| frozen_last | 0 of 4 | — |")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_whose_worker_was_killed_runs_again_when_a_worker_next_finds_the_queue_empty(
+    tiny_model_dir, toy_data_dir, tmp_path
+):
+    import time
+
+    import optuna
+
+    path = write_tuning(tmp_path, tiny_model_dir, toy_data_dir, trials=3)
+    first = Tuning(path, grace=1)
+    assert first.run_trials() == {"frozen_last": 3}
+    [system] = first.systems
+    study = first.study(system)
+    # a worker takes trial 1 again (as if its record had been lost) and is killed mid-run:
+    # the trial stays "running", its heartbeat falls silent, and no trial is waiting
+    (record,) = [p for p in (tmp_path / "out" / "trials").glob("*.json") if json.loads(p.read_text())["config"]["lr"]
+                 == system.trials(3, 7)[1]["lr"]]  # fmt: skip
+    record.unlink()
+    study.enqueue_trial({}, user_attrs={"index": 1, "settings": system.trials(3, 7)[1]})
+    killed = study.ask()
+    study._storage.record_heartbeat(killed._trial_id)
+    time.sleep(2)  # past the grace period
+    assert Tuning(path, grace=1).run_trials() == {"frozen_last": 1}  # the dead trial, again
+    assert record.is_file()
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1 and optuna.trial.TrialState.RUNNING not in states
