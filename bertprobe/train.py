@@ -72,7 +72,7 @@ from bertprobe.results import (
     unsaved_record_path,
     write_json_atomic,
 )
-from bertprobe.tasks import load_task
+from bertprobe.tasks import is_tagging, load_task
 from bertprobe.tasks.base import Task, select_training_examples
 
 if TYPE_CHECKING:
@@ -421,7 +421,8 @@ def start_accelerator(config: RunConfig) -> Accelerator:
         f"{accelerator.device.type}, {torch.get_num_threads()} torch threads each, mixed precision "
         f"{accelerator.mixed_precision}"
     )
-    hint = allocator_hint(accelerator.device.type, config.mode.trains_encoder, os.environ)
+    long_inputs = config.context == "document" and is_tagging(config.task)
+    hint = allocator_hint(accelerator.device.type, config.mode.trains_encoder, long_inputs, os.environ)
     if hint:
         logger.info(hint)
     return accelerator

@@ -63,19 +63,21 @@ def test_trim_heap_without_glibc_says_what_is_missing(monkeypatch):
 
 
 @pytest.mark.skipif(not cpu_heap.heap_trimming_available(), reason="needs glibc")
-def test_the_log_points_cpu_fine_tuning_at_jemalloc():
-    hint = cpu_heap.allocator_hint("cpu", trains_encoder=True, environment={})
+def test_the_log_points_cpu_fine_tuning_on_long_inputs_at_jemalloc():
+    hint = cpu_heap.allocator_hint("cpu", trains_encoder=True, long_inputs=True, environment={})
     assert hint is not None and cpu_heap.JEMALLOC_RECIPE in hint
-    assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}) is None
-    assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}) is None
-    assert cpu_heap.allocator_hint("cpu", True, {"LD_PRELOAD": "/usr/lib/libfaketime.so.1"}) is not None
-    assert cpu_heap.allocator_hint("cpu", trains_encoder=False, environment={}) is None  # features: no backward
-    assert cpu_heap.allocator_hint("cuda", trains_encoder=True, environment={}) is None
+    jemalloc = {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}
+    assert cpu_heap.allocator_hint("cpu", True, True, jemalloc) is None
+    assert cpu_heap.allocator_hint("cpu", True, True, {"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}) is None
+    assert cpu_heap.allocator_hint("cpu", True, True, {"LD_PRELOAD": "/usr/lib/libfaketime.so.1"}) is not None
+    assert cpu_heap.allocator_hint("cpu", trains_encoder=False, long_inputs=True, environment={}) is None  # no backward
+    assert cpu_heap.allocator_hint("cpu", trains_encoder=True, long_inputs=False, environment={}) is None  # no gain
+    assert cpu_heap.allocator_hint("cuda", trains_encoder=True, long_inputs=True, environment={}) is None
 
 
 def test_no_jemalloc_hint_where_the_c_library_is_not_glibc(monkeypatch):
     monkeypatch.setattr(cpu_heap, "heap_trimming_available", lambda: False)
-    assert cpu_heap.allocator_hint("cpu", trains_encoder=True, environment={}) is None
+    assert cpu_heap.allocator_hint("cpu", trains_encoder=True, long_inputs=True, environment={}) is None
 
 
 # jemalloc keeping its pages (the recipe the log suggests) holds 256 freed MiB until purged.
