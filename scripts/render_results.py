@@ -42,6 +42,8 @@ RENDERED: dict[str, tuple[str, str]] = {
     "conll2003_minilm/table.md": ("conll2003_minilm", "table7"),
     "tune_conll_1pct_minilm.md": ("tune_conll_1pct_minilm", f"{TUNING}experiments/tune_conll_1pct.yaml"),
     "tune_conll_1pct_minilm_final.md": ("tune_conll_1pct_minilm/final", "table7"),
+    "tune_conll_10pct_minilm.md": ("tune_conll_10pct_minilm", f"{TUNING}experiments/tune_conll_10pct.yaml"),
+    "tune_conll_10pct_minilm_final.md": ("tune_conll_10pct_minilm/final", "table7"),
 }
 
 #: figure under results/ -> (records folders under results/, ``bertprobe plot --kind``)
@@ -52,7 +54,11 @@ FIGURES: dict[str, tuple[tuple[str, ...], str]] = {
     "cost_minilm.png": (("learning_curve_minilm",), "cost"),
     "tune_or_not_minilm_cost.png": (("tune_or_not_minilm",), "cost"),
     "tune_conll_1pct_minilm.png": (("tune_conll_1pct_minilm",), f"{TUNING}experiments/tune_conll_1pct.yaml"),
-    "learning_curve_tuned_minilm.png": (("learning_curve_minilm", "tune_conll_1pct_minilm/final"), "curve"),
+    "tune_conll_10pct_minilm.png": (("tune_conll_10pct_minilm",), f"{TUNING}experiments/tune_conll_10pct.yaml"),
+    "learning_curve_tuned_minilm.png": (
+        ("learning_curve_minilm", "tune_conll_1pct_minilm/final", "tune_conll_10pct_minilm/final"),
+        "curve",
+    ),
 }
 
 
