@@ -10,10 +10,11 @@ arena back to the kernel: called every N steps (:func:`trim_heap`, an arm of tha
 benchmark), it bounds the memory the heap keeps between calls, but not the peak within N
 steps, which in the Table 7 fine-tuning run still crept up; so runs do not offer it.
 
-jemalloc, preloaded and keeping its pages, does better than either (steps as fast as
-glibc's kept heap, memory flat) on long inputs: :func:`allocator_hint` says so when a
-run fine-tunes in document context on the CPU without it. Pages kept for one run are not what the next run needs, so
-every run ends by handing free pages back (:func:`release_free_memory`).
+jemalloc, preloaded and keeping its pages, does better than either on long inputs (steps
+as fast as glibc's kept heap, memory flat): :func:`allocator_hint` says so when a run
+fine-tunes in document context on the CPU without it. Pages kept for one run are not what
+the next run needs, so every run ends by handing its free pages back
+(:func:`release_free_memory`).
 """
 
 from __future__ import annotations
