@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A one-node Slurm on this machine (slurmctld and slurmd on localhost), for trying array jobs
 # such as `sbatch --array=0-3 --wrap 'bertprobe tune FILE'` without a cluster. Needs root and
-# Debian's packages; installs them when missing. Idempotent: a running Slurm is left alone.
+# Debian's packages; installs them when missing. Idempotent: a running Slurm is left alone, one that does not answer is restarted.
 #
 #   sudo scripts/start_slurm.sh        then: sinfo; sbatch ...; scontrol shutdown to stop
 set -euo pipefail
@@ -11,7 +11,7 @@ if ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge > /dev/null
 fi
 
-if sinfo --noheader > /dev/null 2>&1; then
+if sinfo --noheader --states=idle 2> /dev/null | grep -q idle; then
     echo "Slurm is already running"; sinfo; exit 0
 fi
 
@@ -45,8 +45,16 @@ EOF
     dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2> /dev/null
 chown munge:munge /etc/munge/munge.key /run/munge 2> /dev/null || true
 chmod 400 /etc/munge/munge.key
-pgrep -x munged > /dev/null || su -s /bin/sh munge -c munged 2> /dev/null || munged --force
+if [ ! -S /run/munge/munge.socket.2 ]; then
+    pkill -x munged || true
+    su -s /bin/sh munge -c munged 2> /dev/null || munged --force
+fi
+for _ in $(seq 10); do [ -S /run/munge/munge.socket.2 ] && break; sleep 1; done
 
+# daemons left from an earlier start that no longer answer are replaced
+pkill -x slurmctld || true
+pkill -x slurmd || true
+sleep 1
 slurmctld
 slurmd
 for _ in $(seq 30); do
