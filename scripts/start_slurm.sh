@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-node Slurm on this machine (slurmctld and slurmd on localhost), for trying array jobs
 # such as `sbatch --array=0-3 --wrap 'bertprobe tune FILE'` without a cluster. Needs root and
-# Debian's packages; installs them when missing. Idempotent: a running Slurm is left alone, one that does not answer is restarted.
+# Debian's packages; installs them when missing. A running Slurm is left alone; one that does
+# not answer is restarted.
 #
 #   sudo scripts/start_slurm.sh        then: sinfo; sbatch ...; scontrol shutdown to stop
 set -euo pipefail
