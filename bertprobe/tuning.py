@@ -234,10 +234,15 @@ def requeue_failed(study) -> list[int]:
     return sorted(again)
 
 
-def waiting_trials(study) -> int:
+def trials_in_state(study, state: str) -> int:
+    """How many of the study's trials are in ``state`` (an Optuna ``TrialState`` name)."""
     import optuna
 
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState[state],)))
+
+
+def waiting_trials(study) -> int:
+    return trials_in_state(study, "WAITING")
 
 
 def run_trials(study, objective: Callable[[dict[str, object]], float]) -> int:
@@ -274,12 +279,6 @@ def requeue_dead(study) -> int:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     return waiting_trials(study) - before
-
-
-def still_running(study) -> int:
-    import optuna
-
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def completed(study) -> list[tuple[int, dict[str, object], float]]:
@@ -383,7 +382,7 @@ class Tuning:
             ran[system.name] = run_trials(study, objective)
             done = len([t for t in completed(study) if t[0] < self.count])
             print(f"{system.name}: {done}/{self.count} trials complete ({ran[system.name]} run by this worker)")
-            if done < self.count and (running := still_running(study)):
+            if done < self.count and (running := trials_in_state(study, "RUNNING")):
                 print(
                     f"{system.name}: {running} trial(s) still running in other workers; one whose worker died is "
                     f"queued again after {self.grace} s without a heartbeat: then run this command again"
