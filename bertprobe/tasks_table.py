@@ -41,6 +41,7 @@ from bertprobe.formatting import (
 from bertprobe.record import Record, data_name, primary_metric, record_config
 from bertprobe.rows import (
     LORA,
+    TUNED_TAG,
     FinetuningGap,
     Row,
     SectionKey,
@@ -141,6 +142,8 @@ class TaskRow:
 
     system: str
     settings: dict[str, object]
+    #: whether these are a tuned system's final runs: never one row with the system's untuned runs
+    tuned: bool = False
     cells: dict[TaskColumn, Row] = field(default_factory=dict)
 
     @property
@@ -152,6 +155,8 @@ class TaskRow:
         name = system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
         shown = {key: value for key, value in self.settings.items() if not (self.system == LORA and key == "lora_rank")}
         details = ", ".join(f"{key}={plain(value)}" for key, value in shown.items())
+        if self.tuned:
+            name = f"{name} (tuned)"
         return f"{name} ({details})" if details else name
 
 
@@ -228,11 +233,14 @@ def group_tasks(records: Iterable[Record]) -> list[TaskSection]:
             key for key in _DATA_AMOUNT_KEYS if len({canonical_json(settings.get(key)) for settings in every}) == 1
         }
         common = {key: every[0][key] for key in sorted(uniform) if every[0].get(key) is not None}
-        splitting = _splitting_keys([(system, column, settings) for _, system, column, settings in entries], uniform)
-        rows: dict[tuple[str, str], TaskRow] = {}
+        splitting = _splitting_keys(
+            [(family(settings, system), column, settings) for _, system, column, settings in entries], uniform
+        )
+        rows: dict[tuple[tuple[str, bool], str], TaskRow] = {}
         for record, system, column, settings in entries:
-            distinguishing = {key: settings.get(key) for key in sorted(splitting[system])}
-            row = rows.setdefault((system, canonical_json(distinguishing)), TaskRow(system, distinguishing))
+            key = family(settings, system)
+            distinguishing = {name: settings.get(name) for name in sorted(splitting[key])}
+            row = rows.setdefault((key, canonical_json(distinguishing)), TaskRow(system, distinguishing, tuned=key[1]))
             row.cells.setdefault(column, Row(SectionKey.of(record), system, settings)).records.append(record)
         ordered = sorted(rows.values(), key=_task_row_order)
         columns = sorted({column for row in ordered for column in row.cells}, key=TaskColumn.order)
@@ -240,22 +248,33 @@ def group_tasks(records: Iterable[Record]) -> list[TaskSection]:
     return sections
 
 
-def _task_row_order(row: TaskRow) -> tuple[tuple[int, int, str], float, str]:
-    return system_rank(row.system), lora_rank_order(row.system, row.settings), canonical_json(row.settings)
+def family(settings: dict[str, object], system: str) -> tuple[str, bool]:
+    """A system and whether these are its tuned finals: the unit whose rows split by setting,
+    so a tuned row is labelled apart from (and never merged with) the system's untuned runs."""
+    return system, bool(settings.get(TUNED_TAG))
+
+
+def _task_row_order(row: TaskRow) -> tuple[tuple[int, int, str], float, bool, str]:
+    return (
+        system_rank(row.system),
+        lora_rank_order(row.system, row.settings),
+        row.tuned,
+        canonical_json(row.settings),
+    )
 
 
 def _splitting_keys(
-    entries: Sequence[tuple[str, TaskColumn, dict[str, object]]], uniform: Iterable[str] = ()
-) -> dict[str, set[str]]:
-    """Per system: the settings that differ between its records of one task column, and the
-    data-amount options wherever any of its records set them (but those in ``uniform``)."""
+    entries: Sequence[tuple[tuple[str, bool], TaskColumn, dict[str, object]]], uniform: Iterable[str] = ()
+) -> dict[tuple[str, bool], set[str]]:
+    """Per :func:`family`: the settings that differ between its records of one task column,
+    and the data-amount options wherever any of its records set them (but those in ``uniform``)."""
     forced = set(_DATA_AMOUNT_KEYS) - set(uniform)
-    groups: dict[tuple[str, TaskColumn], list[dict[str, object]]] = {}
-    for system, column, settings in entries:
-        groups.setdefault((system, column), []).append(settings)
-    splitting: dict[str, set[str]] = {}
-    for (system, _), group in groups.items():
-        keys = splitting.setdefault(system, set())
+    groups: dict[tuple[tuple[str, bool], TaskColumn], list[dict[str, object]]] = {}
+    for key, column, settings in entries:
+        groups.setdefault((key, column), []).append(settings)
+    splitting: dict[tuple[str, bool], set[str]] = {}
+    for (family_key, _), group in groups.items():
+        keys = splitting.setdefault(family_key, set())
         for key in {key for settings in group for key in settings}:
             if len({canonical_json(settings.get(key)) for settings in group}) > 1 or key in forced:
                 keys.add(key)

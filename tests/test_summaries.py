@@ -667,3 +667,13 @@ def test_nan_scores_are_skipped_by_every_plot(tmp_path: Path, capsys: pytest.Cap
     for kind in ("table7", "tasks", "layers", "curve"):
         path = PLOTS[kind](records, tmp_path / f"{kind}.png")
         assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_tuned_rows_of_the_tasks_layout_say_so_alone_or_beside_untuned_ones():
+    """A tuned system's finals are "System (tuned)" whether or not untuned runs of the system
+    share the table, and never one row with them (the Table 7 layout's rule)."""
+    tuned = [record("sst2", seed=seed, lr=3e-4, epochs=5, tags=["tuned"], dev=scores(accuracy=0.9)) for seed in (1, 2)]
+    untuned = [record("sst2", seed=seed, dev=scores(accuracy=0.7)) for seed in (1, 2)]
+    assert list(body_rows(render_tasks_markdown(tuned))) == ["Fine-tuning (tuned)"]
+    rows = body_rows(render_tasks_markdown(tuned + untuned))
+    assert rows == {"Fine-tuning": ["70.00 ± 0.00 (n=2)"], "Fine-tuning (tuned)": ["90.00 ± 0.00 (n=2)"]}
