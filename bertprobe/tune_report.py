@@ -5,14 +5,22 @@ re-run with the final seeds (dev and test). Torch-free."""
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bertprobe.config import find_record
 from bertprobe.expected_max import ExpectedMax, curve
 from bertprobe.formatting import format_seed_scores
 from bertprobe.results import read_record
 from bertprobe.tuning import Tuning, best_trial, dev_score
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: characters per line of a figure's title: a tuning's description is often longer than one line
+TITLE_WIDTH = 64
 
 ESTIMATOR_NOTE = (
     "E[best of n]: the dev score to expect from the best of n random-search trials, estimated from the N trials "
@@ -100,10 +108,24 @@ def render_tuning_markdown(summaries: list[SystemSummary], title: str) -> str:
 def plot_expected_max(summaries: list[SystemSummary], path: str | Path, title: str) -> Path:
     """One curve per system: the expected best dev score against the number of trials, with
     its spread; dashed, the with-replacement estimate."""
+    import matplotlib.pyplot as plt
+
+    figure = draw_expected_max(summaries, title)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=120)
+    plt.close(figure)
+    return target
+
+
+def draw_expected_max(summaries: list[SystemSummary], title: str) -> Figure:
+    """The figure :func:`plot_expected_max` saves (the caller closes it): trial budgets on an
+    integer axis, and a long title wrapped to the figure's width."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     drawable = [summary for summary in summaries if summary.expected()]
     if not drawable:
@@ -120,14 +142,11 @@ def plot_expected_max(summaries: list[SystemSummary], path: str | Path, title: s
         axes.fill_between(budgets, low, high, color=line.get_color(), alpha=0.15)
         replaced = [100 * point.mean for point in summary.expected("with_replacement")]
         axes.plot(budgets, replaced, linestyle="--", linewidth=1, color=line.get_color())
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trials (random search)")
     axes.set_ylabel("expected best dev score (%)")
-    axes.set_title(title)
+    axes.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize="medium")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=120)
-    plt.close(figure)
-    return target
+    return figure

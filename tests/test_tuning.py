@@ -105,6 +105,27 @@ def _worker(path: str, counts) -> None:
     counts.put(Tuning(path).run_trials()["frozen_last"])
 
 
+def test_the_expected_best_figure_has_whole_trial_counts_and_a_title_inside_it():
+    from matplotlib import pyplot
+
+    from bertprobe.tune_report import SystemSummary, draw_expected_max
+
+    summary = SystemSummary("finetune", 20, [0.5 + 0.02 * index for index in range(20)])
+    title = "GLUE SST-2, 10% of the training data, 20 trials per system, chosen on held-out training sentences"
+    figure = draw_expected_max([summary], title)
+    try:
+        figure.canvas.draw()
+        [axes] = figure.axes
+        drawn = axes.title.get_window_extent()
+        page = figure.bbox
+        assert page.x0 <= drawn.x0 and drawn.x1 <= page.x1 and drawn.y1 <= page.y1  # wrapped, not cut off
+        assert axes.title.get_text().replace("\n", " ") == title
+        ticks = [tick for tick in axes.get_xticks() if 1 <= tick <= 20]
+        assert ticks and all(float(tick).is_integer() for tick in ticks)  # no "2.5 trials"
+    finally:
+        pyplot.close(figure)
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_run_each_trial_once(tiny_model_dir, toy_data_dir, tmp_path):
     path = write_tuning(tmp_path, tiny_model_dir, toy_data_dir, trials=6)
