@@ -330,10 +330,11 @@ def _cross_task_notes(section: TaskSection) -> list[str]:
 
 
 TASKS_TEST_NOTE = (
-    "`… dev` and `… test`: a task whose records hold a test score (a custom task given a test file) shows the same "
-    "metric on test beside dev, scored with each run's best dev epoch, and against fine-tuning the test difference "
-    "beside the dev one (the reference still chosen on dev); a task with a single column has no test score (GLUE's "
-    "test labels are not public)."
+    "`… dev` and `… test`: a task whose records hold a test score (a custom task given a test file, or a GLUE task "
+    "run with --dev-from-train, whose dev is held-out training examples and whose test is GLUE's dev set) shows the "
+    "same metric on test beside dev, scored with each run's best dev epoch, and against fine-tuning the test "
+    "difference beside the dev one (the reference still chosen on dev); a task with a single column has no test "
+    "score (GLUE's test labels are not public)."
 )
 
 TASKS_GAP_NOTE = (
