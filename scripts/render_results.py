@@ -44,6 +44,9 @@ RENDERED: dict[str, tuple[str, str]] = {
     "tune_conll_1pct_minilm_final.md": ("tune_conll_1pct_minilm/final", "table7"),
     "tune_conll_10pct_minilm.md": ("tune_conll_10pct_minilm", f"{TUNING}experiments/tune_conll_10pct.yaml"),
     "tune_conll_10pct_minilm_final.md": ("tune_conll_10pct_minilm/final", "table7"),
+    "tune_sst2_10pct_minilm.md": ("tune_sst2_10pct_minilm", f"{TUNING}experiments/tune_sst2_10pct.yaml"),
+    "tune_sst2_10pct_minilm_final.md": ("tune_sst2_10pct_minilm/final", "tasks"),
+    "sst2_10pct_defaults_minilm.md": ("sst2_10pct_defaults_minilm", "tasks"),
 }
 
 #: figure under results/ -> (records folders under results/, ``bertprobe plot --kind``)
@@ -55,6 +58,7 @@ FIGURES: dict[str, tuple[tuple[str, ...], str]] = {
     "tune_or_not_minilm_cost.png": (("tune_or_not_minilm",), "cost"),
     "tune_conll_1pct_minilm.png": (("tune_conll_1pct_minilm",), f"{TUNING}experiments/tune_conll_1pct.yaml"),
     "tune_conll_10pct_minilm.png": (("tune_conll_10pct_minilm",), f"{TUNING}experiments/tune_conll_10pct.yaml"),
+    "tune_sst2_10pct_minilm.png": (("tune_sst2_10pct_minilm",), f"{TUNING}experiments/tune_sst2_10pct.yaml"),
     "learning_curve_tuned_minilm.png": (
         ("learning_curve_minilm", "tune_conll_1pct_minilm/final", "tune_conll_10pct_minilm/final"),
         "curve",
