@@ -12,7 +12,11 @@ if ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge > /dev/null
 fi
 
-if sinfo --noheader --states=idle 2> /dev/null | grep -q idle; then
+# Each probe is bounded: with munged gone, Slurm's commands retry for minutes before failing.
+munge_answers() { timeout 10 munge -n 2> /dev/null | timeout 10 unmunge > /dev/null 2>&1; }
+slurm_idle() { timeout 10 sinfo --noheader --states=idle 2> /dev/null | grep -q idle; }
+
+if munge_answers && slurm_idle; then
     echo "Slurm is already running"; sinfo; exit 0
 fi
 
@@ -46,11 +50,14 @@ EOF
     dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2> /dev/null
 chown munge:munge /etc/munge/munge.key /run/munge 2> /dev/null || true
 chmod 400 /etc/munge/munge.key
-if [ ! -S /run/munge/munge.socket.2 ]; then
+# A socket file is no sign of life: a munged that died (or a restart that kept /run) leaves it.
+if ! munge_answers; then
     pkill -x munged || true
+    rm -f /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock /run/munge/munged.pid
     su -s /bin/sh munge -c munged 2> /dev/null || munged --force
 fi
-for _ in $(seq 10); do [ -S /run/munge/munge.socket.2 ] && break; sleep 1; done
+for _ in $(seq 10); do munge_answers && break; sleep 1; done
+munge_answers || { echo "munged does not answer; see its log under /var/log/munge" >&2; exit 1; }
 
 # daemons left from an earlier start that no longer answer are replaced
 pkill -x slurmctld || true
@@ -59,7 +66,7 @@ sleep 1
 slurmctld
 slurmd
 for _ in $(seq 30); do
-    if sinfo --noheader --states=idle 2> /dev/null | grep -q idle; then
+    if slurm_idle; then
         sinfo; exit 0
     fi
     sleep 1

@@ -1,7 +1,7 @@
 """Workers as Slurm array tasks share one tuning study: every trial runs once between them.
 
 Needs a reachable Slurm with an idle node (``scripts/start_slurm.sh`` starts a one-node one;
-CI runs it first). Without one the test is skipped and says why.
+CI runs it first). Without one the tests are skipped and say why.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,30 @@ def idle_slurm_node() -> bool:
     except subprocess.TimeoutExpired:
         return False
     return states.returncode == 0 and "idle" in states.stdout.split()
+
+
+START_SLURM = Path(__file__).resolve().parent.parent / "scripts" / "start_slurm.sh"
+MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not idle_slurm_node() or not MUNGE_SOCKET.exists(),
+    reason="needs root and a running one-node Slurm whose munged listens on " + str(MUNGE_SOCKET),
+)
+def test_start_slurm_restarts_a_dead_munged_whose_socket_was_left_behind():
+    """A munged that died leaves its socket file, and Slurm's commands then retry for minutes
+    before failing: the script must ask munge itself, not trust the file, and bring Slurm back."""
+    subprocess.run(["pkill", "-KILL", "-x", "munged"], check=False)
+    for _ in range(50):
+        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.1)
+    assert MUNGE_SOCKET.exists()  # the stale socket of the fault
+    started = subprocess.run(["bash", str(START_SLURM)], capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, (started.stdout, started.stderr)
+    assert "already running" not in started.stdout  # it saw that munge no longer answered
+    assert idle_slurm_node()
 
 
 @pytest.mark.slow
