@@ -185,8 +185,7 @@ class Row:
 
     @property
     def name(self) -> str:
-        name = system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
-        return f"{name} (tuned)" if self.tuned else name
+        return row_name(self.system, self.records, self.tuned)
 
     @property
     def label(self) -> str:
@@ -359,6 +358,13 @@ def row_settings(record: Record, system: str | None = None, ignore: Iterable[str
     if tuned:
         settings[TUNED_TAG] = True  # never in one row with untuned runs of the system
     return settings
+
+
+def row_name(system: str, records: Sequence[Record], tuned: bool) -> str:
+    """How a row of ``system``'s ``records`` is named in every layout: LoRA with its ranks,
+    and a tuned system's finals marked "(tuned)"."""
+    name = system_name(system, lora_ranks(records) if system == LORA else ())
+    return f"{name} (tuned)" if tuned else name
 
 
 def is_tuned(record: Record) -> bool:

@@ -49,10 +49,9 @@ from bertprobe.rows import (
     differing_labels,
     finetuning_gaps,
     lora_rank_order,
-    lora_ranks,
+    row_name,
     row_settings,
     system_key,
-    system_name,
     system_rank,
 )
 from bertprobe.stats import mean_or_none, sample_std
@@ -142,8 +141,6 @@ class TaskRow:
 
     system: str
     settings: dict[str, object]
-    #: whether these are a tuned system's final runs: never one row with the system's untuned runs
-    tuned: bool = False
     cells: dict[TaskColumn, Row] = field(default_factory=dict)
 
     @property
@@ -151,12 +148,15 @@ class TaskRow:
         return [record for cell in self.cells.values() for record in cell.records]
 
     @property
+    def tuned(self) -> bool:
+        """Whether these are a tuned system's final runs (a row never mixes them with untuned ones)."""
+        return any(cell.tuned for cell in self.cells.values())
+
+    @property
     def label(self) -> str:
-        name = system_name(self.system, lora_ranks(self.records) if self.system == LORA else ())
+        name = row_name(self.system, self.records, self.tuned)
         shown = {key: value for key, value in self.settings.items() if not (self.system == LORA and key == "lora_rank")}
         details = ", ".join(f"{key}={plain(value)}" for key, value in shown.items())
-        if self.tuned:
-            name = f"{name} (tuned)"
         return f"{name} ({details})" if details else name
 
 
@@ -240,7 +240,7 @@ def group_tasks(records: Iterable[Record]) -> list[TaskSection]:
         for record, system, column, settings in entries:
             key = family(settings, system)
             distinguishing = {name: settings.get(name) for name in sorted(splitting[key])}
-            row = rows.setdefault((key, canonical_json(distinguishing)), TaskRow(system, distinguishing, tuned=key[1]))
+            row = rows.setdefault((key, canonical_json(distinguishing)), TaskRow(system, distinguishing))
             row.cells.setdefault(column, Row(SectionKey.of(record), system, settings)).records.append(record)
         ordered = sorted(rows.values(), key=_task_row_order)
         columns = sorted({column for row in ordered for column in row.cells}, key=TaskColumn.order)
