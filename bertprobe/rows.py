@@ -397,9 +397,10 @@ def train_size(settings: dict[str, object]) -> tuple[float, float]:
 
 def _natural_key(text: str) -> list[str | float]:
     """``text`` split into alternating words and numbers: words at even positions, numbers
-    (as floats) at odd ones, so two keys always compare like with like."""
+    (as floats, an exponent included: ``5e-05`` is below ``0.0001``) at odd ones, so two keys
+    always compare like with like."""
     parts: list[str | float] = []
-    for position, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", text)):
+    for position, part in enumerate(re.split(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)", text)):
         parts.append(float(part) if position % 2 else part)
     return parts
 

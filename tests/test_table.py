@@ -258,6 +258,18 @@ def test_rows_of_one_system_go_from_the_smallest_training_set_to_the_whole_set()
     ]
 
 
+def test_rows_of_a_learning_rate_grid_go_from_the_smallest_rate_up():
+    # str() writes 5e-05 but 0.0002: the order must compare the numbers, exponent included
+    records = [make_record(lr=lr) for lr in (2e-4, 5e-5, 1e-4, 1.5e-3)]
+    labels = [cells[0] for cells in markdown_rows(render_markdown(records))]
+    assert labels == [
+        "Fine-tuning (lr=5e-05)",
+        "Fine-tuning (lr=0.0001)",
+        "Fine-tuning (lr=0.0002)",
+        "Fine-tuning (lr=0.0015)",
+    ]
+
+
 def test_csv_columns_and_values():
     records = [*three_seed_finetune(), make_record(mode="feature", layers="last4concat", dev_f1=0.95, trainable=77)]
     text = render_csv(records)
