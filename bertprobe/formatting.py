@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 
 from bertprobe.errors import NoRecordsError
 from bertprobe.stats import finite, mean_or_none, sample_std
@@ -21,6 +23,20 @@ def format_p_value(p: float | None) -> str:
 
 def plain(value: object) -> str:
     return "none" if value is None else str(value)
+
+
+def setting_text(value: object, significant: int | None = None) -> str:
+    """A configuration value as a row label or settings cell writes it: a float below 0.01 in
+    the short scientific form learning rates are written in (``5e-5``, ``2.12e-4``, where
+    ``str`` writes ``5e-05`` but ``0.0002``), any other value as :func:`plain` does.
+    ``significant`` first rounds a float to that many significant digits."""
+    if not isinstance(value, float):
+        return plain(value)
+    if significant is not None:
+        value = float(f"{value:.{significant}g}")
+    if value == 0 or not math.isfinite(value) or abs(value) >= 0.01:
+        return f"{value:g}" if significant is not None else str(value)
+    return f"{Decimal(repr(value)):e}"
 
 
 def joined_scores(scores: Sequence[float | None]) -> str:

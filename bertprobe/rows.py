@@ -39,7 +39,7 @@ from bertprobe.config import (
     RETIRED_OPTIONS,
     TUNABLE_OPTIONS,
 )
-from bertprobe.formatting import plain
+from bertprobe.formatting import setting_text
 from bertprobe.layer_spec import NAMED_STRATEGIES
 from bertprobe.modes import Mode
 from bertprobe.paper import PAPER_DEV_F1, PAPER_HEAD, PAPER_TASK, PAPER_TEST_F1
@@ -490,7 +490,7 @@ def differing_labels(settings: Sequence[dict[str, object]], skip: Iterable[str] 
     skip = set(skip)
     keys = sorted({key for values in settings for key in values} - skip)
     differing = [key for key in keys if len({canonical_json(values.get(key)) for values in settings}) > 1]
-    return [", ".join(f"{key}={plain(values.get(key))}" for key in differing) for values in settings]
+    return [", ".join(f"{key}={setting_text(values.get(key))}" for key in differing) for values in settings]
 
 
 def _label_settings(rows: list[Row]) -> None:

@@ -36,6 +36,7 @@ from bertprobe.formatting import (
     markdown_table,
     plain,
     seed_count,
+    setting_text,
     write_csv,
 )
 from bertprobe.record import Record, data_name, primary_metric, record_config
@@ -156,7 +157,7 @@ class TaskRow:
     def label(self) -> str:
         name = row_name(self.system, self.records, self.tuned)
         shown = {key: value for key, value in self.settings.items() if not (self.system == LORA and key == "lora_rank")}
-        details = ", ".join(f"{key}={plain(value)}" for key, value in shown.items())
+        details = ", ".join(f"{key}={setting_text(value)}" for key, value in shown.items())
         return f"{name} ({details})" if details else name
 
 
@@ -414,7 +415,7 @@ def render_tasks_markdown(records: Iterable[Record]) -> str:
         if _partly_scored(section):
             lines += ["", TASKS_SCORED_NOTE]
         if section.common:
-            common = ", ".join(f"{key}={plain(value)}" for key, value in section.common.items())
+            common = ", ".join(f"{key}={setting_text(value)}" for key, value in section.common.items())
             lines += ["", f"Every run: {common}."]
         lines += _cross_task_notes(section)
         lines += _gap_lines(section)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bertprobe.config import find_record
 from bertprobe.expected_max import ExpectedMax, curve
-from bertprobe.formatting import format_seed_scores
+from bertprobe.formatting import format_seed_scores, setting_text
 from bertprobe.results import read_record
 from bertprobe.tuning import Tuning, best_trial, dev_score
 
@@ -76,8 +76,7 @@ def _expected_at(summary: SystemSummary, n: int) -> str:
 
 
 def _settings(settings: dict[str, object]) -> str:
-    return ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in
-                     sorted(settings.items()))  # fmt: skip
+    return ", ".join(f"{key}={setting_text(value, significant=3)}" for key, value in sorted(settings.items()))
 
 
 def render_tuning_markdown(summaries: list[SystemSummary], title: str) -> str:

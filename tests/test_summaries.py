@@ -237,8 +237,8 @@ def test_bookkeeping_options_never_split_rows_but_settings_do():
         record("sst2", seed=1, lr=2e-5),
     ]
     rows = body_rows(render_tasks_markdown(records))
-    assert list(rows) == ["Fine-tuning (lr=2e-05)", "Fine-tuning (lr=5e-05)"]
-    assert rows["Fine-tuning (lr=5e-05)"] == ["—", "80.00 ± 0.00 (n=2)"]
+    assert list(rows) == ["Fine-tuning (lr=2e-5)", "Fine-tuning (lr=5e-5)"]
+    assert rows["Fine-tuning (lr=5e-5)"] == ["—", "80.00 ± 0.00 (n=2)"]
     [sections] = group_rows(records[:2]).values()
     assert len(sections) == 1 and len(sections[0].records) == 2  # the Table 7 layout too
 
@@ -339,8 +339,8 @@ def test_a_curve_may_give_each_size_its_own_epochs():
     ]  # fmt: skip
     runs.append(record("rte", train_fraction=0.1, lr=1e-4, dev=scores(accuracy=0.2)))  # another setting
     curves = {curve.label: curve for curve in learning_curves(runs)}
-    assert sorted(curves) == ["Fine-tuning (lr=0.0001)", "Fine-tuning (lr=5e-05)"]
-    points = curves["Fine-tuning (lr=5e-05)"].points
+    assert sorted(curves) == ["Fine-tuning (lr=1e-4)", "Fine-tuning (lr=5e-5)"]
+    points = curves["Fine-tuning (lr=5e-5)"].points
     assert [(p.x, p.n) for p in points] == [(0.01, 2), (0.1, 1), (1.0, 1)]
     assert [p.mean for p in points] == pytest.approx([55.0, 70.0, 90.0])
 

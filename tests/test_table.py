@@ -15,7 +15,7 @@ from scipy.stats import ttest_ind
 
 from bertprobe.config import BOOKKEEPING_OPTIONS, DATA_LOCATION_OPTIONS, RETIRED_OPTIONS
 from bertprobe.errors import NoRecordsError
-from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, format_difference, format_p_value
+from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, format_difference, format_p_value, setting_text
 from bertprobe.paper import PAPER_DEV_F1
 from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic, seed_points
 from bertprobe.record import load_records, recorded
@@ -215,7 +215,7 @@ def test_two_models_get_two_sections_and_are_never_merged(tmp_path: Path):
 def test_different_settings_of_one_system_are_separate_labelled_rows():
     records = [*three_seed_finetune(), make_record(seed=1, dev_f1=0.96, lr=3e-5)]
     rows = markdown_rows(render_markdown(records))
-    assert [cells[0] for cells in rows] == ["Fine-tuning (lr=3e-05)", "Fine-tuning (lr=5e-05)"]
+    assert [cells[0] for cells in rows] == ["Fine-tuning (lr=3e-5)", "Fine-tuning (lr=5e-5)"]
     assert [cells[3] for cells in rows] == ["1", "3"]
 
 
@@ -259,15 +259,38 @@ def test_rows_of_one_system_go_from_the_smallest_training_set_to_the_whole_set()
 
 
 def test_rows_of_a_learning_rate_grid_go_from_the_smallest_rate_up():
-    # str() writes 5e-05 but 0.0002: the order must compare the numbers, exponent included
-    records = [make_record(lr=lr) for lr in (2e-4, 5e-5, 1e-4, 1.5e-3)]
+    # written as learning rates are (5e-5, not str()'s 5e-05 beside 0.0002), ordered as numbers
+    records = [make_record(lr=lr) for lr in (2e-4, 5e-5, 1e-4, 1.5e-3, 0.015)]
     labels = [cells[0] for cells in markdown_rows(render_markdown(records))]
     assert labels == [
-        "Fine-tuning (lr=5e-05)",
-        "Fine-tuning (lr=0.0001)",
-        "Fine-tuning (lr=0.0002)",
-        "Fine-tuning (lr=0.0015)",
+        "Fine-tuning (lr=5e-5)",
+        "Fine-tuning (lr=1e-4)",
+        "Fine-tuning (lr=2e-4)",
+        "Fine-tuning (lr=1.5e-3)",
+        "Fine-tuning (lr=0.015)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "significant", "text"),
+    [
+        (5e-5, None, "5e-5"),
+        (2e-4, None, "2e-4"),
+        (0.000212345, 3, "2.12e-4"),
+        (0.00358, 3, "3.58e-3"),
+        (0.0099, None, "9.9e-3"),
+        (0.01, None, "0.01"),
+        (0.1082, 3, "0.108"),
+        (0.0, None, "0.0"),
+        (-3e-5, None, "-3e-5"),
+        (8, None, "8"),
+        (None, None, "none"),
+        ("last4concat", None, "last4concat"),
+        (True, None, "True"),
+    ],
+)
+def test_setting_text_writes_small_floats_as_learning_rates_are_written(value, significant, text):
+    assert setting_text(value, significant) == text
 
 
 def test_csv_columns_and_values():
@@ -567,16 +590,16 @@ def test_the_reference_is_the_best_fine_tuning_on_dev_trained_on_as_much_data():
         "Concat last four hidden (train_fraction=none)",
     ]
     whole = gaps["Concat last four hidden (train_fraction=none)"]
-    assert whole.reference.label == "Fine-tuning (lr=5e-05, train_fraction=none)"
+    assert whole.reference.label == "Fine-tuning (lr=5e-5, train_fraction=none)"
     assert whole.dev == pytest.approx(-1.0) and whole.test == pytest.approx(1.0)
     tenth = gaps["Concat last four hidden (train_fraction=0.1)"]
-    assert tenth.reference.label == "Fine-tuning (lr=5e-05, train_fraction=0.1)"
+    assert tenth.reference.label == "Fine-tuning (lr=5e-5, train_fraction=0.1)"
     assert tenth.dev == pytest.approx(10.0) and tenth.paper_dev is None  # not the paper's training set
     # the references differ between rows, so the table names each row's
     cells = markdown_rows(render_markdown(records), GAP_HEADER_WITH_REFERENCES)
     assert [row[:2] for row in cells] == [
-        ["Concat last four hidden (train_fraction=0.1)", "Fine-tuning (lr=5e-05, train_fraction=0.1)"],
-        ["Concat last four hidden (train_fraction=none)", "Fine-tuning (lr=5e-05, train_fraction=none)"],
+        ["Concat last four hidden (train_fraction=0.1)", "Fine-tuning (lr=5e-5, train_fraction=0.1)"],
+        ["Concat last four hidden (train_fraction=none)", "Fine-tuning (lr=5e-5, train_fraction=none)"],
     ]
 
 
