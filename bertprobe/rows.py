@@ -427,24 +427,22 @@ def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Ro
     fine-tuning, in entity F1 or, with ``primary``, in the task's primary metric.
 
     The reference of a row is the fine-tuning row trained on as much data
-    (:func:`train_size`) with the best mean dev score: the paper, too, chose fine-tuning's
-    hyper-parameters on dev. Rows with no such fine-tuning row are left out.
+    (:func:`train_size`) with the best mean dev score (the paper, too, chose fine-tuning's
+    hyper-parameters on dev), among the rows with at least two seeds where there are any:
+    a one-seed row is a point of a dev grid, whose gaps would have no error and no p, until
+    its seeds are run. Rows with no such fine-tuning row are left out.
     """
 
     def scores(row: Row, split: str) -> list[float]:
         return row.primary_scores(split) if primary else row.f1_scores(split)
 
-    best: dict[tuple[float, float], tuple[float, Row]] = {}  # train size -> (mean dev score, row)
-    for row in rows:
-        mean, size = mean_or_none(scores(row, "dev")), train_size(row.settings)
-        if row.system == FINETUNE and mean is not None and (size not in best or mean > best[size][0]):
-            best[size] = mean, row
+    references = finetuning_references(rows, primary)
     gaps = []
     for row in rows:
         size = train_size(row.settings)
-        if row.system == FINETUNE or size not in best:
+        if row.system == FINETUNE or size not in references:
             continue
-        reference = best[size][1]
+        reference = references[size]
         dev, dev_error = difference_of_means(scores(row, "dev"), scores(reference, "dev"))
         test, test_error = difference_of_means(scores(row, "test"), scores(reference, "test"))
         paper = None
@@ -454,6 +452,22 @@ def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Ro
         test_p = welch_p_value(scores(row, "test"), scores(reference, "test"))
         gaps.append((row, FinetuningGap(reference, dev, dev_error, test, test_error, paper, dev_p, test_p)))
     return gaps
+
+
+def finetuning_references(rows: Sequence[Row], primary: bool = False) -> dict[tuple[float, float], Row]:
+    """Each training size's fine-tuning reference among ``rows`` (see :func:`finetuning_gaps`)."""
+    candidates: dict[tuple[float, float], list[tuple[bool, float, Row]]] = {}
+    for row in rows:
+        dev = row.primary_scores("dev") if primary else row.f1_scores("dev")
+        if row.system == FINETUNE and (mean := mean_or_none(dev)) is not None:
+            candidates.setdefault(train_size(row.settings), []).append((len(dev) >= 2, mean, row))
+    return {size: max(found, key=lambda found: found[:2])[2] for size, found in candidates.items()}
+
+
+def has_several_finetuning_rows(rows: Sequence[Row]) -> bool:
+    """Whether some training size has more than one fine-tuning row to choose a reference from."""
+    sizes = [train_size(row.settings) for row in rows if row.system == FINETUNE]
+    return len(sizes) > len(set(sizes))
 
 
 def lora_rank_order(system: str, settings: dict[str, object]) -> float:

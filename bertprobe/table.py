@@ -39,7 +39,15 @@ from bertprobe.formatting import (
 )
 from bertprobe.paper import PAPER_TASK, PAPER_TEST_F1
 from bertprobe.record import Record
-from bertprobe.rows import FINETUNE, FinetuningGap, Row, SectionKey, finetuning_gaps, group_rows
+from bertprobe.rows import (
+    FINETUNE,
+    FinetuningGap,
+    Row,
+    SectionKey,
+    finetuning_gaps,
+    group_rows,
+    has_several_finetuning_rows,
+)
 from bertprobe.stats import mean_or_none, sample_std
 from bertprobe.tasks_table import render_tasks_csv, render_tasks_markdown
 
@@ -126,7 +134,8 @@ def _main_lines(rows: Sequence[Row]) -> list[list[str]]:
 
 GAP_NOTE = (
     "Against fine-tuning: each row's F1 minus that of the fine-tuning row trained on as much data "
-    "(the best on dev where there are several), mean difference ± its standard error "
+    "(the best on dev where there are several, among those with two seeds or more where there are any), "
+    "mean difference ± its standard error "
     "√(s²/n + s²_ft/n_ft) over independent seeds; p: two-sided Welch's t-test of the difference "
     "(Welch–Satterthwaite degrees of freedom, few when a row has few seeds; not corrected for the several "
     "rows compared); `n/a` where either row has one seed."
@@ -138,7 +147,7 @@ def _gap_lines(rows: Sequence[Row]) -> list[str]:
     if not gaps:
         return []
     references = {id(gap.reference) for _, gap in gaps}
-    several = len(references) > 1  # name each row's reference only when they differ
+    several = len(references) > 1 or has_several_finetuning_rows(rows)  # name the reference where one was chosen
     header = [
         "System",
         *(["Against"] if several else []),

@@ -340,7 +340,8 @@ TASKS_TEST_NOTE = (
 
 TASKS_GAP_NOTE = (
     "Against fine-tuning: each cell's primary dev score minus fine-tuning's on the same task with as much "
-    "data (the best on dev where there are several), mean difference ± its standard error √(s²/n + s²_ft/n_ft) "
+    "data (the best on dev where there are several, among those with two seeds or more where there are any), "
+    "mean difference ± its standard error √(s²/n + s²_ft/n_ft) "
     "over independent seeds, and in brackets the two-sided p of Welch's t-test (not corrected for the several "
     "cells compared); `n/a` where either has one seed; `—`: no fine-tuning to compare with."
 )

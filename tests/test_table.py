@@ -603,6 +603,29 @@ def test_the_reference_is_the_best_fine_tuning_on_dev_trained_on_as_much_data():
     ]
 
 
+def test_a_one_seed_grid_point_is_not_the_reference_until_its_seeds_are_run():
+    concat = [make_record(mode="feature", layers="last4concat", seed=seed, dev_f1=0.91 + seed / 100) for seed in (1, 2)]
+    default = three_seed_finetune(lr=5e-5)  # dev 0.90, 0.92, 0.94: mean 92.0
+    grid_point = make_record(lr=2e-4, seed=1, dev_f1=0.96)  # best on dev, with one seed
+
+    def reference_of(records: list[dict[str, object]]) -> tuple[str, float]:
+        [rows] = group_rows(records).values()
+        [(_, gap)] = finetuning_gaps(rows)
+        return gap.reference.label, gap.dev
+
+    label, dev = reference_of([*concat, *default, grid_point])
+    assert label == "Fine-tuning (lr=5e-5)" and dev == pytest.approx(92.5 - 92.0)
+    # a reference was chosen among several, so the table names it
+    cells = markdown_rows(render_markdown([*concat, *default, grid_point]), GAP_HEADER_WITH_REFERENCES)
+    # √(0.5/2 + 4/3) = 1.26
+    assert [row[:3] for row in cells] == [["Concat last four hidden", "Fine-tuning (lr=5e-5)", "+0.50 ± 1.26"]]
+    # with a second seed the grid point, best on dev, becomes the reference
+    second = make_record(lr=2e-4, seed=2, dev_f1=0.94)
+    assert reference_of([*concat, *default, grid_point, second]) == ("Fine-tuning (lr=2e-4)", pytest.approx(-2.5))
+    # with one seed everywhere, the best on dev
+    assert reference_of([*concat, default[0], grid_point])[0] == "Fine-tuning (lr=2e-4)"
+
+
 def test_no_gap_table_without_a_fine_tuning_row():
     records = [make_record(mode="feature", layers="last"), make_record(mode="feature", layers="last4concat")]
     assert "Against fine-tuning" not in render_markdown(records)
