@@ -93,9 +93,11 @@ def draw_table7_panel(axis, section: SectionKey, rows: list[Row], width: float) 
             zorder=4,
             label="ours: each seed",
         )
-    level = finetuning_level(rows)
-    if level is not None:  # the bar to beat, across the panel
-        axis.axhline(level, color="tab:red", linestyle="--", linewidth=1.2, zorder=2, label="ours: fine-tuning")
+    reference = finetuning_reference(rows)
+    if reference is not None and reference.dev_f1_mean is not None:  # the bar to beat, across the panel
+        name = reference.label[0].lower() + reference.label[1:]  # "fine-tuning (lr=5e-5)" where a grid gave several
+        line = {"color": "tab:red", "linestyle": "--", "linewidth": 1.2, "zorder": 2}
+        axis.axhline(reference.dev_f1_mean, label=f"ours: {name}", **line)
     ours = [(m, s or 0.0) for m, s in zip(means, stds, strict=True) if m is not None]
     lows = [m - s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
     highs = [m + s for m, s in ours] + [v for _, v in paper] + [v for _, v in seeds]
@@ -123,7 +125,7 @@ def draw_table7_panel(axis, section: SectionKey, rows: list[Row], width: float) 
 def plot_table7(records: Iterable[Record], path: str | Path) -> Path:
     """Bars of our mean dev F1 per system (error bars: sample std over seeds, none for one
     seed; a dot per seed, :func:`seed_points`) with the paper's dev F1 as a black tick and
-    our fine-tuning's as a dashed line (:func:`finetuning_level`); one panel per model +
+    our fine-tuning's as a dashed line (:func:`finetuning_reference`); one panel per model +
     data section of a tagging task with a dev F1 (:func:`table7_sections`).
     The PNG is written atomically; returns its path."""
     sections = table7_sections(records)
@@ -172,15 +174,15 @@ def seed_points(rows: Sequence[Row], spread: float = 0.24) -> list[tuple[float, 
     return points
 
 
-def finetuning_level(rows: Sequence[Row]) -> float | None:
-    """Mean dev F1 of the fine-tuning row every other row of a section is set against
+def finetuning_reference(rows: Sequence[Row]) -> Row | None:
+    """The fine-tuning row every other row of a section is set against
     (:func:`bertprobe.rows.finetuning_gaps`); ``None`` when there is none, or several (a
     learning curve's sizes), where one line across the panel would mislead."""
     references = {id(gap.reference): gap.reference for _, gap in finetuning_gaps(rows)}
     if len(references) != 1:
         return None
     [reference] = references.values()
-    return reference.dev_f1_mean
+    return reference
 
 
 def fit_to_width(text: str, width_inches: float, fontsize: float) -> str:

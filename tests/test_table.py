@@ -17,7 +17,7 @@ from bertprobe.config import BOOKKEEPING_OPTIONS, DATA_LOCATION_OPTIONS, RETIRED
 from bertprobe.errors import NoRecordsError
 from bertprobe.formatting import RESUMED_MARK, RESUMED_NOTE, format_difference, format_p_value, setting_text
 from bertprobe.paper import PAPER_DEV_F1
-from bertprobe.plots import finetuning_level, fit_to_width, plot_table7, save_atomic, seed_points
+from bertprobe.plots import draw_table7_panel, finetuning_reference, fit_to_width, plot_table7, save_atomic, seed_points
 from bertprobe.record import load_records, recorded
 from bertprobe.rows import IGNORED_CONFIG_KEYS, finetuning_gaps, group_rows
 from bertprobe.stats import difference_of_means, welch_p_value
@@ -638,16 +638,29 @@ def test_the_figure_draws_fine_tuning_as_a_line_only_when_it_is_one_row():
         return rows
 
     concat = make_record(mode="feature", layers="last4concat", dev_f1=0.95)
-    assert finetuning_level(rows_of([*three_seed_finetune(), concat])) == pytest.approx(92.0)
-    assert finetuning_level(rows_of([concat])) is None  # nothing to compare with
-    assert finetuning_level(rows_of(three_seed_finetune())) is None  # fine-tuning alone
+    reference = finetuning_reference(rows_of([*three_seed_finetune(), concat]))
+    assert reference is not None and reference.dev_f1_mean == pytest.approx(92.0)
+    assert finetuning_reference(rows_of([concat])) is None  # nothing to compare with
+    assert finetuning_reference(rows_of(three_seed_finetune())) is None  # fine-tuning alone
+    # a dev grid beside it: the line is the reference, which the legend names
+    grid_records = [*three_seed_finetune(), make_record(lr=2e-4, dev_f1=0.99), concat]
+    reference = finetuning_reference(rows_of(grid_records))
+    assert reference is not None and reference.label == "Fine-tuning (lr=5e-5)"
+    import matplotlib.pyplot as plt
+
+    [(section, rows)] = group_rows(grid_records).items()
+    figure, axis = plt.subplots()
+    draw_table7_panel(axis, section, rows, 8.0)
+    [line] = [line for line in axis.get_lines() if line.get_label().startswith("ours: fine-tuning")]
+    assert line.get_ydata()[0] == pytest.approx(92.0) and line.get_label() == "ours: fine-tuning (lr=5e-5)"
+    plt.close(figure)
     curve = [
         make_record(dev_f1=0.60, train_fraction=0.1),
         make_record(dev_f1=0.90),
         make_record(mode="feature", layers="last4concat", dev_f1=0.70, train_fraction=0.1),
         concat,
     ]
-    assert finetuning_level(rows_of(curve)) is None  # a reference per training-set size
+    assert finetuning_reference(rows_of(curve)) is None  # a reference per training-set size
 
 
 def test_the_figure_puts_each_seed_over_its_own_bar():
