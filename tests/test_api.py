@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_import_bertprobe_loads_no_torch_until_a_name_needs_it():
     code = (
         "import sys, bertprobe\n"
+        "from pathlib import Path\n"
         "records = bertprobe.load_records('results/table7_minilm')\n"
-        "assert len(records) == 35, len(records)\n"
+        "committed = len(list(Path('results/table7_minilm').glob('*.json')))\n"
+        "assert len(records) == committed >= 35, (len(records), committed)\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -68,10 +70,11 @@ def test_run_from_python_writes_the_record_the_command_line_writes(tiny_model_di
 
 
 def test_records_as_a_data_frame():
-    frame = bertprobe.records_frame(ROOT / "results" / "table7_minilm")
-    assert len(frame) == 35
+    folder = ROOT / "results" / "table7_minilm"
+    frame = bertprobe.records_frame(folder)
+    assert len(frame) == len(list(folder.glob("*.json"))) >= 35  # the protocol's 35 and its learning-rate grid
     assert {"name", "config.mode", "config.layers", "dev.f1", "test.f1", "train_seconds"} <= set(frame.columns)
-    finetune = frame[frame["config.mode"] == "finetune"]
+    finetune = frame[(frame["config.mode"] == "finetune") & (frame["config.lr"] == 5e-5)]  # the protocol's row
     assert len(finetune) == 5 and finetune["dev.f1"].between(0.88, 0.90).all()
     assert "dev.per_type.PER.f1" in frame.columns  # nested scores flattened with dots
 
