@@ -434,7 +434,7 @@ def finetuning_gaps(rows: Sequence[Row], primary: bool = False) -> list[tuple[Ro
     """
 
     def scores(row: Row, split: str) -> list[float]:
-        return row.primary_scores(split) if primary else row.f1_scores(split)
+        return _compared_scores(row, split, primary)
 
     references = finetuning_references(rows, primary)
     gaps = []
@@ -458,10 +458,15 @@ def finetuning_references(rows: Sequence[Row], primary: bool = False) -> dict[tu
     """Each training size's fine-tuning reference among ``rows`` (see :func:`finetuning_gaps`)."""
     candidates: dict[tuple[float, float], list[tuple[bool, float, Row]]] = {}
     for row in rows:
-        dev = row.primary_scores("dev") if primary else row.f1_scores("dev")
+        dev = _compared_scores(row, "dev", primary)
         if row.system == FINETUNE and (mean := mean_or_none(dev)) is not None:
             candidates.setdefault(train_size(row.settings), []).append((len(dev) >= 2, mean, row))
     return {size: max(found, key=lambda found: found[:2])[2] for size, found in candidates.items()}
+
+
+def _compared_scores(row: Row, split: str, primary: bool) -> list[float]:
+    """The scores rows are compared by: entity F1, or with ``primary`` the task's primary metric."""
+    return row.primary_scores(split) if primary else row.f1_scores(split)
 
 
 def has_several_finetuning_rows(rows: Sequence[Row]) -> bool:
