@@ -20,11 +20,12 @@ generator seeded by ``sampling_seed`` and the system's name, and put in its Optu
 (``enqueue_trial``): random search, as the expected-maximum estimators assume
 (:mod:`bertprobe.expected_max`), the same trials for the same command, and any number of
 workers (processes, machines, Slurm array tasks) sharing one study through its storage
-take each trial once. Every trial is a normal run with its record under
-``OUTPUT_DIR/trials``, scored on dev; a trial whose record exists is read, not re-run, and
-one interrupted mid-run resumes from its checkpoint. With a database storage, a worker
-that dies leaves its trial "running"; Optuna's heartbeat marks it failed after the grace
-period and it is queued again.
+take each trial once (they take turns under a file lock in the output folder; workers on
+several machines share a database server, whose row locks do the same). Every trial is a
+normal run with its record under ``OUTPUT_DIR/trials``, scored on dev; a trial whose
+record exists is read, not re-run, and one interrupted mid-run resumes from its checkpoint.
+With a database storage, a worker that dies leaves its trial "running"; Optuna's heartbeat
+marks it failed after the grace period and it is queued again.
 """
 
 from __future__ import annotations
@@ -245,23 +246,34 @@ def waiting_trials(study) -> int:
     return trials_in_state(study, "WAITING")
 
 
-def run_trials(study, objective: Callable[[dict[str, object]], float]) -> int:
+def run_trials(study, objective: Callable[[dict[str, object]], float], lock_path: Path) -> int:
     """Take the study's queued trials one by one until none is left; return how many this
-    worker ran. A trial that Optuna made up when the queue ran dry between a check and a
-    take (another worker was quicker) is pruned, never run."""
+    worker ran. Workers take turns to take a trial, under the file lock that
+    :func:`queue_trials` uses: over SQLite, Optuna's own take (a read, then a write) is not
+    atomic, so two workers starting at once could both take one trial. The lock is held
+    from before Optuna takes the trial until its run begins, never during the run. A trial
+    that Optuna made up when the queue ran dry between a check and a take (another worker
+    was quicker) is pruned, never run."""
     import optuna
 
     ran = 0
+    lock = FileLock(str(lock_path))
 
     def one(trial) -> float:
         nonlocal ran
+        lock.release()  # the trial is this worker's now: let the others take theirs
         if "index" not in trial.user_attrs:
             raise optuna.TrialPruned("no queued trial was left")
         ran += 1
         return objective(trial.user_attrs["settings"])
 
     while requeue_dead(study) or waiting_trials(study):
-        study.optimize(one, n_trials=1)
+        lock.acquire()
+        try:
+            study.optimize(one, n_trials=1)
+        finally:
+            if lock.is_locked:  # Optuna failed before the run began
+                lock.release()
     return ran
 
 
@@ -379,7 +391,7 @@ class Tuning:
             def objective(settings: dict[str, object], system: System = system) -> float:
                 return dev_score(run_or_read(trial_config(self.spec, system, settings, self.overrides)))
 
-            ran[system.name] = run_trials(study, objective)
+            ran[system.name] = run_trials(study, objective, lock)
             done = len([t for t in completed(study) if t[0] < self.count])
             print(f"{system.name}: {done}/{self.count} trials complete ({ran[system.name]} run by this worker)")
             if done < self.count and (running := trials_in_state(study, "RUNNING")):

@@ -126,6 +126,52 @@ def test_the_expected_best_figure_has_whole_trial_counts_and_a_title_inside_it()
         pyplot.close(figure)
 
 
+def test_a_worker_takes_each_trial_under_the_study_lock_and_runs_it_outside(tmp_path, monkeypatch):
+    """Over SQLite, Optuna's take of a queued trial (read its state, then write it) is not
+    atomic; two workers taking at once both got one trial. Takes are serialized by the lock
+    that queueing uses, and runs are not."""
+    import optuna
+    from filelock import FileLock, Timeout
+
+    from bertprobe.tuning import completed, open_study, queue_trials, run_trials
+
+    def held(lock_path: Path) -> bool:
+        other = FileLock(str(lock_path))  # a second handle, as another worker's
+        try:
+            other.acquire(timeout=0)
+        except Timeout:
+            return True
+        other.release()
+        return False
+
+    space = {"lr": {"log_uniform": [1e-3, 1e-1]}}
+    [system] = parse_systems({"systems": {"frozen_last": {"fixed": {"mode": "feature"}, "space": space}}}, "t.yaml")
+    study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "frozen_last")
+    lock = tmp_path / "frozen_last.lock"
+    queue_trials(study, system, 3, 0, lock)
+    taken_under_lock, run_under_lock = [], []
+    take = optuna.storages.RDBStorage.set_trial_state_values
+
+    def watched_take(storage, trial_id, state, values=None):
+        if state == optuna.trial.TrialState.RUNNING:
+            taken_under_lock.append(held(lock))
+        return take(storage, trial_id, state, values)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", watched_take)
+
+    def objective(settings: dict[str, object]) -> float:
+        run_under_lock.append(held(lock))
+        return float(settings["lr"])  # type: ignore[arg-type]
+
+    assert run_trials(study, objective, lock) == 3
+    assert taken_under_lock == [True, True, True]
+    assert run_under_lock == [False, False, False]
+    assert not held(lock)  # released after the last take too
+    assert [(index, value) for index, _, value in completed(study)] == [
+        (index, settings["lr"]) for index, settings in enumerate(system.trials(3, 0))
+    ]
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_run_each_trial_once(tiny_model_dir, toy_data_dir, tmp_path):
     path = write_tuning(tmp_path, tiny_model_dir, toy_data_dir, trials=6)
