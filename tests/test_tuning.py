@@ -105,6 +105,22 @@ def _worker(path: str, counts) -> None:
     counts.put(Tuning(path).run_trials()["frozen_last"])
 
 
+def _instant_worker(storage: str, lock: str, taken) -> None:
+    """A worker whose trials cost nothing, so that its takes crowd the other workers'."""
+    from bertprobe.tuning import open_study, run_trials
+
+    rates: list[float] = []
+
+    def objective(settings: dict[str, object]) -> float:
+        rates.append(float(settings["lr"]))  # type: ignore[arg-type]
+        return 0.0
+
+    try:
+        run_trials(open_study(storage, "crowd"), objective, Path(lock))
+    finally:
+        taken.put(rates)  # even from a worker that failed, which its exit code then shows
+
+
 def test_the_expected_best_figure_has_whole_trial_counts_and_a_title_inside_it():
     from matplotlib import pyplot
 
@@ -170,6 +186,27 @@ def test_a_worker_takes_each_trial_under_the_study_lock_and_runs_it_outside(tmp_
     assert [(index, value) for index, _, value in completed(study)] == [
         (index, settings["lr"]) for index, settings in enumerate(system.trials(3, 0))
     ]
+
+
+@pytest.mark.slow
+def test_four_workers_crowding_one_sqlite_study_take_each_trial_once(tmp_path):
+    """Trials that take no time make every worker take at once, over and over: without
+    turns, two workers soon got one trial and one of them failed."""
+    from bertprobe.tuning import System, open_study, queue_trials
+
+    storage, lock = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "crowd.lock"
+    system = System("crowd", {"mode": "feature"}, (parse_dimension("crowd", "lr", {"log_uniform": [1e-5, 1e-1]}),))
+    queue_trials(open_study(storage, "crowd"), system, 60, 0, lock)
+    context = multiprocessing.get_context("spawn")
+    taken = context.Queue()
+    workers = [context.Process(target=_instant_worker, args=(storage, str(lock), taken)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    rates = [rate for _ in workers for rate in taken.get(timeout=300)]  # each trial's own learning rate
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    assert sorted(rates) == sorted(settings["lr"] for settings in system.trials(60, 0))  # all 60, none twice
 
 
 @pytest.mark.slow
