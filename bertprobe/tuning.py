@@ -248,12 +248,12 @@ def waiting_trials(study) -> int:
 
 def run_trials(study, objective: Callable[[dict[str, object]], float], lock_path: Path) -> int:
     """Take the study's queued trials one by one until none is left; return how many this
-    worker ran. Workers take turns to take a trial, under the file lock that
-    :func:`queue_trials` uses: over SQLite, Optuna's own take (a read, then a write) is not
-    atomic, so two workers starting at once could both take one trial. The lock is held
-    from before Optuna takes the trial until its run begins, never during the run. A trial
-    that Optuna made up when the queue ran dry between a check and a take (another worker
-    was quicker) is pruned, never run."""
+    worker ran. Workers take turns to take a trial, and to queue again a dead worker's,
+    under the file lock that :func:`queue_trials` uses: over SQLite, Optuna's own take (a
+    read, then a write) is not atomic, so two workers at once could both take one trial.
+    The lock is held from before Optuna takes the trial until its run begins, never during
+    the run. A trial that Optuna made up when the queue ran dry between a check and a take
+    (another worker was quicker) is pruned, never run."""
     import optuna
 
     ran = 0
@@ -267,7 +267,11 @@ def run_trials(study, objective: Callable[[dict[str, object]], float], lock_path
         ran += 1
         return objective(trial.user_attrs["settings"])
 
-    while requeue_dead(study) or waiting_trials(study):
+    def any_left() -> bool:
+        with lock:
+            return bool(requeue_dead(study) or waiting_trials(study))
+
+    while any_left():
         lock.acquire()
         try:
             study.optimize(one, n_trials=1)

@@ -144,8 +144,9 @@ def test_the_expected_best_figure_has_whole_trial_counts_and_a_title_inside_it()
 
 def test_a_worker_takes_each_trial_under_the_study_lock_and_runs_it_outside(tmp_path, monkeypatch):
     """Over SQLite, Optuna's take of a queued trial (read its state, then write it) is not
-    atomic; two workers taking at once both got one trial. Takes are serialized by the lock
-    that queueing uses, and runs are not."""
+    atomic; two workers taking at once both got one trial. Takes, and the search for dead
+    workers' trials to queue again, are serialized by the lock that queueing uses; runs are
+    not."""
     import optuna
     from filelock import FileLock, Timeout
 
@@ -165,15 +166,20 @@ def test_a_worker_takes_each_trial_under_the_study_lock_and_runs_it_outside(tmp_
     study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "frozen_last")
     lock = tmp_path / "frozen_last.lock"
     queue_trials(study, system, 3, 0, lock)
-    taken_under_lock, run_under_lock = [], []
-    take = optuna.storages.RDBStorage.set_trial_state_values
+    taken_under_lock, run_under_lock, dead_sought_under_lock = [], [], []
+    take, seek_dead = optuna.storages.RDBStorage.set_trial_state_values, optuna.storages.fail_stale_trials
 
     def watched_take(storage, trial_id, state, values=None):
         if state == optuna.trial.TrialState.RUNNING:
             taken_under_lock.append(held(lock))
         return take(storage, trial_id, state, values)
 
+    def watched_seek_dead(study) -> None:
+        dead_sought_under_lock.append(held(lock))
+        seek_dead(study)
+
     monkeypatch.setattr(optuna.storages.RDBStorage, "set_trial_state_values", watched_take)
+    monkeypatch.setattr(optuna.storages, "fail_stale_trials", watched_seek_dead)
 
     def objective(settings: dict[str, object]) -> float:
         run_under_lock.append(held(lock))
@@ -182,6 +188,8 @@ def test_a_worker_takes_each_trial_under_the_study_lock_and_runs_it_outside(tmp_
     assert run_trials(study, objective, lock) == 3
     assert taken_under_lock == [True, True, True]
     assert run_under_lock == [False, False, False]
+    # ours before each take and once more to find none left, and Optuna's own in each take
+    assert dead_sought_under_lock == [True] * 7
     assert not held(lock)  # released after the last take too
     assert [(index, value) for index, _, value in completed(study)] == [
         (index, settings["lr"]) for index, settings in enumerate(system.trials(3, 0))
